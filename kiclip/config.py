@@ -1,0 +1,267 @@
+"""Training configuration: dataclasses, per-dataset presets, command-line overrides.
+
+A run's configuration is built in three layers, later ones winning: the dataclass defaults
+(METHOD.md §5), the dataset preset (`--b2n k400` ...), then explicit command-line flags.
+An invalid value fails at start-up with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration or dataset problem found before any heavy work starts."""
+
+
+@dataclass
+class DataConfig:
+    data: str = ""                 # shard root: <data>/train_split{k}, base_test, novel_test
+    split: int = 1                 # B2N split 1..3
+    num_frames: int = 8            # T
+    stride: int = 16               # frame stride inside a clip window
+    image_size: int = 224
+    batch_size: int = 8            # per rank
+    eval_batch_size: int = 8       # per rank, in clips (views count separately)
+    num_views: int = 3             # temporal views at test time
+    backend: str = "auto"          # auto | dali | torch
+    num_workers: int = 2           # DataLoader workers / DALI threads
+
+
+@dataclass
+class ModelConfig:
+    model_name: str = "ViT-B-16-quickgelu"
+    pretrained: str = ""           # local file or open_clip tag; "" = random init
+    temporal: bool = True
+    injection: bool = True
+    mix: float = 0.5               # injection mix: h = mix*h + (1-mix)*f
+    mask_boundary: bool = False    # reference: zero (unmasked) neighbours at clip ends
+    checkpointing: bool = False    # activation checkpointing (keeps KI)
+
+
+@dataclass
+class LossConfig:
+    distill: bool = True
+    distill_weight: float = 2.0    # λ
+    projector_alpha: float = 0.1   # α
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 12
+    lr: float = 3.33e-6
+    min_lr: float = 3.33e-8
+    warmup_epochs: float = 2.0
+    warmup_start_lr: float = 3.33e-8
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    output: str = "runs/kiclip"
+    seed: int = 0
+    zero_stage: int = 2
+    precision: str = "auto"        # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    deepspeed_config: str = ""     # a user's own DeepSpeed JSON; generated when empty
+    resume: bool = True            # continue from the output dir's last complete checkpoint
+    log_every: int = 10
+    eval_at_end: bool = True
+    max_steps: int = 0             # stop after this many optimiser steps (0 = all epochs)
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "b2n"              # b2n | cross
+    dataset: str = "synthetic"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid field."""
+        checks = [
+            (self.mode in ("b2n", "cross"), "mode", "must be b2n or cross"),
+            (self.data.num_frames >= 1, "data.num_frames", "must be >= 1"),
+            (self.data.stride >= 1, "data.stride", "must be >= 1"),
+            (self.data.image_size >= 8, "data.image_size", "must be >= 8"),
+            (self.data.batch_size >= 1, "data.batch_size", "must be >= 1"),
+            (self.data.num_views >= 1, "data.num_views", "must be >= 1"),
+            (self.data.backend in ("auto", "dali", "torch"), "data.backend", "must be auto, dali or torch"),
+            (0.0 <= self.model.mix <= 1.0, "model.mix", "must be in [0, 1]"),
+            (self.optim.epochs >= 1, "optim.epochs", "must be >= 1"),
+            (self.optim.lr > 0, "optim.lr", "must be > 0"),
+            (self.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0"),
+            (self.loss.distill_weight >= 0, "loss.distill_weight", "must be >= 0"),
+            (self.run.zero_stage in (0, 1, 2, 3), "run.zero_stage", "must be 0, 1, 2 or 3"),
+            (self.run.precision in ("auto", "bf16", "fp32"), "run.precision", "must be auto, bf16 or fp32"),
+        ]
+        for ok, name, why in checks:
+            if not ok:
+                raise ConfigError(f"config field {name} {why} (got {_get(self, name)!r})")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+# Per-dataset presets (METHOD.md §5). Keys are dotted config fields.
+B2N_PRESETS: dict[str, dict[str, Any]] = {
+    "k400": {"optim.epochs": 12, "data.batch_size": 8},
+    "hmdb51": {"optim.epochs": 12, "data.batch_size": 8},
+    "ucf101": {"optim.epochs": 12, "data.batch_size": 8},
+    "ssv2": {"optim.epochs": 12, "data.batch_size": 8},
+    # The embedded default: a tiny CLIP on small synthetic clips, sized for 2 CPU cores.
+    "synthetic": {
+        "model.model_name": "kiclip-tiny",
+        "data.num_frames": 8,
+        "data.stride": 2,
+        "data.image_size": 32,
+        "data.batch_size": 8,
+        "data.eval_batch_size": 16,
+        "optim.epochs": 4,
+        "optim.lr": 1e-3,
+        "optim.min_lr": 1e-5,
+        "optim.warmup_start_lr": 1e-5,
+        "optim.warmup_epochs": 1.0,
+        "run.log_every": 5,
+    },
+}
+CROSS_PRESET: dict[str, Any] = {"optim.epochs": 22, "data.batch_size": 8}
+
+
+def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> None:
+    """Set dotted fields (``"optim.lr": 1e-5``), failing on unknown names."""
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        target = cfg
+        for part in parents:
+            if not hasattr(target, part):
+                raise ConfigError(f"unknown config section {part!r} in {dotted!r}")
+            target = getattr(target, part)
+        if not hasattr(target, leaf):
+            raise ConfigError(f"unknown config field {dotted!r}")
+        current = getattr(target, leaf)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        setattr(target, leaf, value)
+
+
+def flatten(cfg_dict: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cfg_dict.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """A JSON file of dotted or nested fields, e.g. ``{"optim": {"lr": 1e-5}}``."""
+    try:
+        with open(path) as fh:
+            raw = json.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid JSON: {err}") from None
+    return flatten(raw)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line flags for the fields a user changes most; `--set a.b=v` reaches any field."""
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--b2n", metavar="DATASET", choices=sorted(B2N_PRESETS),
+                      help="base-to-novel training on DATASET (preset: epochs, batch size, ...)")
+    what.add_argument("--cross-dataset", action="store_true",
+                      help="train on all classes of --data (K400 protocol, 22 epochs)")
+    parser.add_argument("--config", help="JSON file of config fields (applied after the preset)")
+    parser.add_argument("--data", help="shard root holding train_split{k}/, base_test/, novel_test/ (B2N) "
+                        "or train/ (cross-dataset)")
+    parser.add_argument("--split", type=int, choices=(1, 2, 3), help="B2N split (default 1)")
+    parser.add_argument("--pretrained", help="CLIP weights: a local file or an open_clip tag")
+    parser.add_argument("--model", dest="model_name", help="open_clip model name (default ViT-B-16-quickgelu)")
+    parser.add_argument("--output", help="run directory for checkpoints, logs and results")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, help="clips per rank per step")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--num-frames", type=int, help="frames per clip (T)")
+    parser.add_argument("--stride", type=int, help="frame stride inside a clip")
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3))
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"))
+    parser.add_argument("--loader", dest="backend", choices=("auto", "dali", "torch"),
+                        help="data loader backend (auto: DALI when it can decode the shards)")
+    parser.add_argument("--workers", dest="num_workers", type=int)
+    parser.add_argument("--mix", type=float, help="knowledge-injection mix (default 0.5)")
+    parser.add_argument("--no-distill", action="store_true", help="ablation: no FROSTER distillation")
+    parser.add_argument("--no-injection", action="store_true", help="ablation: no knowledge injection")
+    parser.add_argument("--no-temporal", action="store_true", help="ablation: plain per-frame attention")
+    parser.add_argument("--mask-boundary", action="store_true",
+                        help="mask missing temporal neighbours instead of the reference's zero keys")
+    parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing (keeps KI)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start fresh even when the output dir has a checkpoint")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="set any config field, e.g. --set optim.warmup_epochs=1 (JSON values)")
+
+
+_FLAG_FIELDS = {
+    "data": "data.data", "split": "data.split", "pretrained": "model.pretrained",
+    "model_name": "model.model_name", "output": "run.output", "epochs": "optim.epochs",
+    "batch_size": "data.batch_size", "lr": "optim.lr", "num_frames": "data.num_frames",
+    "stride": "data.stride", "image_size": "data.image_size", "seed": "run.seed",
+    "zero_stage": "run.zero_stage", "precision": "run.precision", "backend": "data.backend",
+    "num_workers": "data.num_workers", "mix": "model.mix", "max_steps": "run.max_steps",
+}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """Defaults → preset → --config file → flags → --set; validated."""
+    cfg = TrainConfig()
+    if getattr(args, "cross_dataset", False):
+        cfg.mode, cfg.dataset = "cross", "k400"
+        apply_overrides(cfg, CROSS_PRESET)
+    else:
+        cfg.mode, cfg.dataset = "b2n", args.b2n or "synthetic"
+        apply_overrides(cfg, B2N_PRESETS[cfg.dataset])
+    if getattr(args, "config", None):
+        apply_overrides(cfg, load_config_file(args.config))
+    apply_overrides(cfg, {f: getattr(args, a) for a, f in _FLAG_FIELDS.items()
+                          if getattr(args, a, None) is not None})
+    for flag, dotted, value in (("no_distill", "loss.distill", False),
+                                ("no_injection", "model.injection", False),
+                                ("no_temporal", "model.temporal", False),
+                                ("mask_boundary", "model.mask_boundary", True),
+                                ("checkpointing", "model.checkpointing", True),
+                                ("no_resume", "run.resume", False)):
+        if getattr(args, flag, False):
+            apply_overrides(cfg, {dotted: value})
+    for item in getattr(args, "set", []) or []:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        apply_overrides(cfg, {name.strip(): value})
+    cfg.validate()
+    return cfg

@@ -1,0 +1,274 @@
+"""Shards → clips with NVIDIA DALI: NVDEC on a GPU (``mixed``), libavcodec on CPU.
+
+The pipeline, in the order data flows::
+
+    readers.webdataset (this rank's contiguous share, shuffle buffer, last batch padded)
+      → python_function: the sample's json + name → ClipPlan (kiclip.data.sampling)
+      → decoders.video(frames=plan indices)            (F, H, W, 3) uint8, F = V·T
+      → resize(size=plan size, linear, antialiased)
+      → crop_mirror_normalize(plan crop, plan flip, CLIP mean/std)   (3, F, S, S) float
+    → torch: (B·V, 3, T, S, S) + label, key, view, valid, frames
+
+One pipeline is built per epoch, seeded by (seed, epoch), and run for exactly this rank's share,
+so epochs end exactly and a resumed run repeats the same order. DALI's CPU decoder reads only
+VP8, VP9 and MJPEG; other codecs need ``device="cuda"`` (see :func:`dali_can_decode`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import numpy as np
+import torch
+
+from kiclip.data.sampling import CLIP_MEAN, CLIP_STD, ClipSpec, clip_rng, plan_clip
+from kiclip.data.shards import VIDEO_EXTS, ShardSet, load_meta
+
+log = logging.getLogger(__name__)
+
+CPU_CODECS = ("vp8", "vp9", "mjpeg")
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def dali_can_decode(codecs: set[str], device: str) -> bool:
+    """Whether DALI decodes every codec in ``codecs`` on ``device`` ("cpu" or "cuda")."""
+    if device == "cuda":
+        return True
+    return all(c.lower() in CPU_CODECS for c in codecs)
+
+
+def rank_share(total: int, rank: int, world_size: int) -> int:
+    """Samples DALI's reader gives ``rank`` (it splits [0, total) into contiguous ranges)."""
+    return total * (rank + 1) // world_size - total * rank // world_size
+
+
+class _Planner:
+    """The python_function stage: (json bytes, source_info bytes) → plan tensors.
+
+    Kept at module scope so DALI's AutoGraph never rewrites it.
+    """
+
+    def __init__(self, spec: ClipSpec, mode: str, seed: int, epoch: int):
+        self.spec, self.mode, self.seed, self.epoch = spec, mode, seed, epoch
+
+    def __call__(self, meta_bytes, source_bytes, *video):
+        meta = load_meta(meta_bytes.tobytes())
+        # source_info is "<tar>:<offset>:<member name>"; the key is the name before its first dot.
+        member = source_bytes.tobytes().decode().rsplit(":", 1)[-1]
+        key = os.path.basename(member).partition(".")[0]
+        plan = plan_clip(int(meta["frames"]), int(meta["height"]), int(meta["width"]), self.spec,
+                         mode=self.mode, seed=self.seed, epoch=self.epoch, key=key)
+        h, w = plan.resize
+        size = self.spec.image_size
+        top, left = plan.crop
+        outputs = (plan.frames.reshape(-1).astype(np.int32),
+                   np.array([h, w], np.float32),
+                   np.array(left / (w - size) if w > size else 0.0, np.float32),
+                   np.array(top / (h - size) if h > size else 0.0, np.float32),
+                   np.array(plan.flip, np.int32),
+                   np.array(meta["label"], np.int32),
+                   np.frombuffer(key.encode(), np.uint8).copy())
+        if not video:
+            return outputs
+        return outputs + (self._blank_or(video[0]),)
+
+
+class _FastForward(_Planner):
+    """A planner that swaps the first ``skip`` samples for a tiny valid clip.
+
+    DALI fails a whole batch on one undecodable video and the pipeline is then dead. The
+    rebuilt pipeline replays the epoch's order (same seed); swapping what was already delivered
+    (and the failed batch) for a one-frame clip makes replaying up to the failure cheap and lets
+    the epoch go on past it.
+    """
+
+    def __init__(self, spec, mode, seed, epoch, skip: int):
+        super().__init__(spec, mode, seed, epoch)
+        self.skip, self.seen = skip, 0
+        self.blank = np.frombuffer(_tiny_mjpeg(), np.uint8)
+
+    def _blank_or(self, video):
+        self.seen += 1
+        return self.blank if self.seen <= self.skip else video
+
+    def __call__(self, meta_bytes, source_bytes, video):
+        outputs = super().__call__(meta_bytes, source_bytes, video)
+        if self.seen <= self.skip:
+            size = self.spec.image_size
+            outputs = (np.zeros_like(outputs[0]), np.array([size, size], np.float32)) + outputs[2:]
+        return outputs
+
+
+def _tiny_mjpeg() -> bytes:
+    """A one-frame 16×16 MJPEG AVI, which every DALI backend decodes."""
+    import io
+
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="avi") as container:
+        stream = container.add_stream("mjpeg", rate=1)
+        stream.width = stream.height = 16
+        stream.pix_fmt = "yuvj420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+        for packet in list(stream.encode(frame)) + list(stream.encode()):
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def build_pipeline(shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: int, seed: int,
+                   epoch: int, rank: int, world_size: int, device: str, num_threads: int,
+                   shuffle_buffer: int, shuffle: bool, skip_samples: int = 0):
+    """The DALI pipeline for one epoch of this rank (built, ready to ``run``).
+
+    ``skip_samples`` > 0 replaces that many leading samples with a blank clip (see
+    :class:`_FastForward`).
+    """
+    from nvidia.dali import fn, pipeline_def, types
+
+    epoch_seed = int(clip_rng(seed, epoch, "dali-reader").integers(0, 2**31 - 1))
+    gpu = device == "cuda"
+    size = spec.image_size
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, seed=epoch_seed,
+                  device_id=torch.cuda.current_device() if gpu else None,
+                  prefetch_queue_depth=2)
+    def clip_pipeline():
+        video, meta = fn.readers.webdataset(
+            paths=shards.tars, index_paths=shards.indexes, ext=[";".join(VIDEO_EXTS), "json"],
+            missing_component_behavior="skip", name="shards",
+            shard_id=rank, num_shards=world_size, pad_last_batch=True,
+            random_shuffle=shuffle, initial_fill=shuffle_buffer, seed=epoch_seed)
+        source = fn.get_property(video, key="source_info")
+        if skip_samples:
+            frames, resize, pos_x, pos_y, flip, label, key, video = fn.python_function(
+                meta, source, video, num_outputs=8,
+                function=_FastForward(spec, mode, seed, epoch, skip_samples))
+        else:
+            frames, resize, pos_x, pos_y, flip, label, key = fn.python_function(
+                meta, source, function=_Planner(spec, mode, seed, epoch), num_outputs=7)
+        clip = fn.decoders.video(video, frames=frames, device="mixed" if gpu else "cpu")
+        clip = fn.resize(clip, size=resize, interp_type=types.INTERP_LINEAR, antialias=True)
+        clip = fn.crop_mirror_normalize(
+            clip, crop=(size, size), crop_pos_x=pos_x, crop_pos_y=pos_y, mirror=flip,
+            mean=[255 * m for m in CLIP_MEAN], std=[255 * s for s in CLIP_STD],
+            dtype=types.FLOAT, output_layout="CFHW")
+        return clip, label, key, frames
+
+    pipe = clip_pipeline()
+    pipe.build()
+    return pipe
+
+
+class DaliClipLoader:
+    """Iterable of clip batches (see :func:`kiclip.data.build_loader`) driven by DALI.
+
+    ``device`` "cpu" decodes with libavcodec in DALI's threads; "cuda" decodes with NVDEC
+    (untested here: no GPU was available when this was written). ``dtype`` may be
+    ``torch.bfloat16`` on a GPU.
+    """
+
+    def __init__(self, shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: int,
+                 seed: int, rank: int, world_size: int, device: str = "cpu",
+                 num_threads: int = 2, shuffle_buffer: int = 256,
+                 dtype: torch.dtype = torch.float32, shuffle: bool = True):
+        self.shards, self.mode, self.spec = shards, mode, spec
+        self.shuffle = shuffle and mode == "train"
+        self.batch_size, self.seed = batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.device, self.num_threads, self.dtype = device, num_threads, dtype
+        self.shuffle_buffer = shuffle_buffer
+        self.epoch = 0
+        self.skipped = 0
+        self.views = spec.views(mode)
+        self.per_rank = math.ceil(len(shards) / world_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        pipe = self._pipeline(skip_samples=0)
+        total = pipe.reader_meta("shards")["epoch_size"]
+        if total != len(self.shards):
+            log.warning("DALI reads %d samples, the shard index lists %d", total, len(self.shards))
+        mine = rank_share(total, self.rank, self.world_size)
+        try:
+            for step in range(len(self)):
+                real = min(max(mine - step * self.batch_size, 0), self.batch_size)
+                if real == 0:  # this rank's share ended: pad so every rank steps equally
+                    yield self._padding_batch()
+                    continue
+                try:
+                    outputs = pipe.run()
+                except RuntimeError as exn:
+                    self.skipped += real
+                    log.error("DALI could not decode a batch: %d samples skipped (%d so far); "
+                              "replaying the epoch past it. %s", real, self.skipped,
+                              _first_error_line(exn))
+                    pipe = None
+                    pipe = self._pipeline(skip_samples=(step + 1) * self.batch_size)
+                    for _ in range(step + 1):
+                        pipe.run()
+                    yield self._padding_batch()
+                    continue
+                yield self._to_batch(outputs, real)
+        finally:
+            pipe = None
+
+    def _pipeline(self, skip_samples: int):
+        return build_pipeline(
+            self.shards, mode=self.mode, spec=self.spec, batch_size=self.batch_size,
+            seed=self.seed, epoch=self.epoch, rank=self.rank, world_size=self.world_size,
+            device=self.device, num_threads=self.num_threads,
+            shuffle_buffer=self.shuffle_buffer, shuffle=self.shuffle,
+            skip_samples=skip_samples)
+
+    def _to_batch(self, outputs, real: int) -> dict:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        clip_tl, label_tl, key_tl, frames_tl = outputs
+        clips = clip_tl.as_tensor()
+        target = "cuda" if self.device == "cuda" else "cpu"
+        video = torch.empty(clips.shape(), dtype=torch.float32, device=target)
+        stream = torch.cuda.current_stream() if target == "cuda" else None
+        feed_ndarray(clips, video, cuda_stream=stream)
+        b, c, _, s, _ = video.shape
+        t, v = self.spec.num_frames, self.views
+        video = video.view(b, c, v, t, s, s).permute(0, 2, 1, 3, 4, 5).reshape(b * v, c, t, s, s)
+        frames = torch.from_numpy(np.array(frames_tl.as_tensor())).long().view(b * v, t)
+        labels = torch.from_numpy(np.array(label_tl.as_tensor())).long().view(b)
+        keys = [np.array(key_tl.at(i)).tobytes().decode() for i in range(b)]
+        valid = torch.arange(b) < real
+        return {"video": video.to(self.dtype),
+                "label": labels.repeat_interleave(v),
+                "key": [k for k in keys for _ in range(v)],
+                "view": torch.arange(v).repeat(b),
+                "valid": valid.repeat_interleave(v),
+                "frames": frames}
+
+    def _padding_batch(self) -> dict:
+        n, t, s = self.batch_size * self.views, self.spec.num_frames, self.spec.image_size
+        target = "cuda" if self.device == "cuda" else "cpu"
+        return {"video": torch.zeros(n, 3, t, s, s, dtype=self.dtype, device=target),
+                "label": torch.full((n,), -1, dtype=torch.long),
+                "key": [""] * n,
+                "view": torch.arange(self.views).repeat(self.batch_size),
+                "valid": torch.zeros(n, dtype=torch.bool),
+                "frames": torch.zeros(n, t, dtype=torch.long)}
+
+
+def _first_error_line(exn: Exception) -> str:
+    lines = [ln.strip() for ln in str(exn).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "rror" in ln and "Critical error" not in ln]
+    return (useful or lines or [""])[-1][:300]

@@ -1,0 +1,163 @@
+"""The shard set a loader reads: tars, their DALI ``.idx`` files, and a per-sample table.
+
+Both loaders start here, so they agree on how many samples there are (which fixes every rank's
+share of an epoch) and on which tars are usable. A tar that is shorter than its index says (a
+truncated copy) is reported by name and left out whole, for both loaders alike.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import tarfile
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = ("mp4", "mkv", "webm", "avi", "mov")
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    """Where one sample lives: ``tar`` path, ``key``, and (offset, size) of its members."""
+
+    tar: str
+    key: str
+    video: tuple[int, int]
+    meta: tuple[int, int]
+
+
+@dataclass
+class ShardSet:
+    """Usable tars (``tars``), their ``.idx`` files (``indexes``), every sample (``samples``)."""
+
+    tars: list[str]
+    indexes: list[str]
+    samples: list[SampleRef]
+    truncated: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def list_tars(shards) -> list[str]:
+    """Tar paths from a directory, a glob, a single tar, or a list of any of these (sorted)."""
+    if isinstance(shards, (list, tuple)):
+        return [t for s in shards for t in list_tars(s)]
+    shards = os.fspath(shards)
+    if os.path.isdir(shards):
+        found = sorted(glob.glob(os.path.join(shards, "*.tar")))
+    else:
+        found = sorted(glob.glob(shards))
+    if not found:
+        raise FileNotFoundError(f"no .tar shards at {shards!r}; build them with "
+                                "shard_tools/make_shards.py")
+    return found
+
+
+def _split_member(name: str) -> tuple[str, str]:
+    base = os.path.basename(name)
+    key, _, ext = base.partition(".")
+    return os.path.join(os.path.dirname(name), key) if os.path.dirname(name) else key, ext
+
+
+def _samples_from_members(tar: str, members) -> list[SampleRef]:
+    """Group (name, offset, size) members by key into samples with one video and one json."""
+    groups: dict[str, dict[str, tuple[int, int]]] = {}
+    for name, offset, size in members:
+        key, ext = _split_member(name)
+        if key and not os.path.basename(key).startswith("."):
+            groups.setdefault(key, {})[ext] = (offset, size)
+    samples = []
+    for key, parts in groups.items():
+        video = next((parts[e] for e in VIDEO_EXTS if e in parts), None)
+        if video is None or "json" not in parts:
+            log.warning("%s: sample %r lacks a video or json member; left out", tar, key)
+            continue
+        samples.append(SampleRef(tar=tar, key=key, video=video, meta=parts["json"]))
+    return samples
+
+
+def read_index(idx_path: str) -> list[tuple[str, int, int]]:
+    """Members (name, offset, size) listed in a DALI webdataset index (v1.2: with names)."""
+    with open(idx_path) as f:
+        header = f.readline().split()
+        if not header or header[0] != "v1.2":
+            raise ValueError(f"{idx_path}: expected a 'v1.2' DALI index, got {header[:1]}")
+        members = []
+        for line in f:
+            fields = line.split()
+            for i in range(0, len(fields), 4):
+                _ext, offset, size, name = fields[i:i + 4]
+                members.append((name, int(offset), int(size)))
+    return members
+
+
+def scan_tar(tar: str) -> list[tuple[str, int, int]]:
+    """Members (name, offset, size) of a tar, read from its headers; raises on truncation."""
+    with tarfile.open(tar) as archive:
+        members = [(m.name, m.offset_data, m.size) for m in archive if m.isreg()]
+    end = max((o + s for _, o, s in members), default=0)
+    if end > os.path.getsize(tar):
+        raise tarfile.ReadError("unexpected end of data")
+    return members
+
+
+def write_index(tar: str, idx_path: str | None = None) -> str:
+    """Write the DALI ``.idx`` for ``tar`` (same format as DALI's tools/wds2idx.py)."""
+    idx_path = idx_path or tar[:-len(".tar")] + ".idx"
+    rows: list[list[str]] = []
+    last = None
+    for name, offset, size in scan_tar(tar):
+        key, ext = _split_member(name)
+        if key != last:
+            rows.append([])
+            last = key
+        rows[-1].append(f"{ext} {offset} {size} {name}")
+    with open(idx_path, "w") as f:
+        f.write(f"v1.2 {len(rows)}\n" + "".join(" ".join(r) + "\n" for r in rows))
+    return idx_path
+
+
+def open_shards(shards) -> ShardSet:
+    """Index every tar (from its ``.idx``, else its headers); drop and report truncated ones."""
+    tars, indexes, samples, truncated = [], [], [], []
+    for tar in list_tars(shards):
+        idx = tar[:-len(".tar")] + ".idx"
+        try:
+            if os.path.exists(idx):
+                members = read_index(idx)
+                if max((o + s for _, o, s in members), default=0) > os.path.getsize(tar):
+                    raise tarfile.ReadError("shorter than its index")
+            else:
+                members = scan_tar(tar)
+                idx = write_index(tar, os.path.join(_index_cache_dir(), _cache_name(tar)))
+        except (tarfile.ReadError, OSError, EOFError) as exn:
+            log.error("truncated or unreadable tar %s (%s): its samples are left out", tar, exn)
+            truncated.append(tar)
+            continue
+        tars.append(tar)
+        indexes.append(idx)
+        samples.extend(_samples_from_members(tar, members))
+    if not samples:
+        raise ValueError(f"no readable samples in {shards!r}")
+    return ShardSet(tars=tars, indexes=indexes, samples=samples, truncated=truncated)
+
+
+def _index_cache_dir() -> str:
+    path = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+                        "kiclip", "wds-index")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _cache_name(tar: str) -> str:
+    stat = os.stat(tar)
+    flat = os.path.abspath(tar).strip("/").replace("/", "_")
+    return f"{flat}.{stat.st_size}.{int(stat.st_mtime)}.idx"
+
+
+def load_meta(raw: bytes) -> dict:
+    """The sample's json member as a dict (``frames``, ``width``, ``height``, ``label``, ...)."""
+    return json.loads(raw)

@@ -1,0 +1,182 @@
+"""Shards → clips with webdataset + PyAV in DataLoader workers (the fallback loader).
+
+Each worker runs, in the order data flows (open_clip's WebDataset loader shape)::
+
+    tar list (order shuffled per epoch in train mode, the same on every rank)
+      → tarfile_samples (webdataset; a tar that breaks mid-way is logged by name)
+      → split by rank   (the i-th sample of the stream goes to rank i mod world_size)
+      → split by worker (the j-th sample of this rank goes to worker j mod num_workers)
+      → shuffle buffer  (train mode; seeded by seed, epoch, rank, worker)
+      → plan (kiclip.data.sampling) → PyAV decode → torch transforms → one item per video
+
+and the main process batches items and pads this rank's share up to ceil(N / world_size) with
+``valid=False`` rows, so every rank steps the same number of times per epoch. A video that
+fails to decode becomes such a padding row too, and is counted in ``loader.skipped``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset import tariterators
+
+from kiclip.data.decode import DecodeError, decode_frames
+from kiclip.data.sampling import ClipSpec, clip_rng, plan_clip
+from kiclip.data.shards import VIDEO_EXTS, ShardSet, load_meta
+from kiclip.data.transforms import apply_plan
+
+log = logging.getLogger(__name__)
+
+
+def _log_and_continue(exn: Exception) -> bool:
+    """webdataset error handler: name the tar (webdataset appends it to ``args``) and go on."""
+    where = next((a for a in reversed(exn.args) if isinstance(a, str) and ".tar" in a), "?")
+    log.error("reading %s failed, the rest of that tar is left out: %r", where, exn.args[0]
+              if exn.args else exn)
+    return True
+
+
+def _buffer_shuffle(items, bufsize: int, rng: random.Random):
+    """Shuffle a stream with a buffer of ``bufsize`` items (deterministic for a given rng)."""
+    buf = []
+    for item in items:
+        buf.append(item)
+        if len(buf) >= bufsize:
+            yield buf.pop(rng.randrange(len(buf)))
+    rng.shuffle(buf)
+    yield from buf
+
+
+class ClipStream(IterableDataset):
+    """One epoch of this rank's clips, split across DataLoader workers; see the module doc.
+
+    Yields dicts: ``video`` float (V, 3, T, S, S) (None when decoding failed), ``label`` int,
+    ``key`` str, ``frames`` long (V, T), ``error`` str or None.
+    """
+
+    def __init__(self, tars: list[str], *, mode: str, spec: ClipSpec, seed: int, epoch: int,
+                 rank: int, world_size: int, shuffle_buffer: int, shuffle: bool):
+        self.tars, self.mode, self.spec = tars, mode, spec
+        self.shuffle = shuffle
+        self.seed, self.epoch = seed, epoch
+        self.rank, self.world_size = rank, world_size
+        self.shuffle_buffer = shuffle_buffer
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        tars = list(self.tars)
+        if self.shuffle:
+            random.Random(self._seed("tars")).shuffle(tars)
+        samples = tariterators.tarfile_samples(({"url": t} for t in tars),
+                                               handler=_log_and_continue)
+        mine = (s for i, s in enumerate(samples) if i % self.world_size == self.rank)
+        mine = (s for j, s in enumerate(mine) if j % workers == worker)
+        if self.shuffle:
+            mine = _buffer_shuffle(mine, self.shuffle_buffer,
+                                   random.Random(self._seed(f"shuffle/{self.rank}/{worker}")))
+        for sample in mine:
+            yield self._clip(sample)
+
+    def _seed(self, what: str) -> int:
+        return int(clip_rng(self.seed, self.epoch, what).integers(0, 2**63 - 1))
+
+    def _clip(self, sample: dict) -> dict:
+        key = sample["__key__"]
+        meta = load_meta(sample["json"])
+        plan = plan_clip(int(meta["frames"]), int(meta["height"]), int(meta["width"]), self.spec,
+                         mode=self.mode, seed=self.seed, epoch=self.epoch, key=key)
+        item = {"key": key, "label": int(meta["label"]), "frames": torch.from_numpy(plan.frames),
+                "video": None, "error": None}
+        data = next((sample[e] for e in VIDEO_EXTS if e in sample), None)
+        try:
+            if data is None:
+                raise DecodeError(f"no video member (one of {VIDEO_EXTS})")
+            frames = decode_frames(data, plan.frames.reshape(-1))
+            item["video"] = apply_plan(frames, plan, self.spec.image_size)
+        except DecodeError as exn:
+            item["error"] = f"{sample.get('__url__', '?')}: {exn}"
+        return item
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)  # a worker is one decode thread, like one DALI thread
+
+
+class TorchClipLoader:
+    """Iterable of clip batches (see :func:`kiclip.data.build_loader`) from DataLoader workers."""
+
+    def __init__(self, shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: int,
+                 seed: int, rank: int, world_size: int, num_workers: int = 2,
+                 shuffle_buffer: int = 256, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32, shuffle: bool = True):
+        self.shards, self.mode, self.spec = shards, mode, spec
+        self.shuffle = shuffle and mode == "train"
+        self.batch_size, self.seed = batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.num_workers, self.shuffle_buffer = num_workers, shuffle_buffer
+        self.device, self.dtype = device, dtype
+        self.epoch = 0
+        self.skipped = 0
+        self.views = spec.views(mode)
+        self.per_rank = math.ceil(len(shards) / world_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        stream = ClipStream(self.shards.tars, mode=self.mode, spec=self.spec, seed=self.seed,
+                            epoch=self.epoch, rank=self.rank, world_size=self.world_size,
+                            shuffle_buffer=self.shuffle_buffer, shuffle=self.shuffle)
+        items = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
+                           worker_init_fn=_worker_init if self.num_workers else None,
+                           prefetch_factor=4 if self.num_workers else None)
+        delivered = 0
+        batch: list[dict | None] = []
+        for item in items:
+            if delivered == self.per_rank:
+                break  # cannot happen with consistent shards; never exceed the equal share
+            delivered += 1
+            if item["error"] is not None:
+                self.skipped += 1
+                log.warning("skipped %s (%d skipped so far): %s", item["key"], self.skipped,
+                            item["error"])
+                item = None
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield self._collate(batch)
+                batch = []
+        if delivered < self.per_rank:
+            missing = self.per_rank - delivered
+            # One short rank is normal (N not divisible by world_size); more means lost samples.
+            if missing > 1:
+                log.warning("rank %d got %d samples, %d padded", self.rank, delivered, missing)
+        for _ in range(self.per_rank - delivered):
+            batch.append(None)
+            if len(batch) == self.batch_size:
+                yield self._collate(batch)
+                batch = []
+        if batch:
+            yield self._collate(batch + [None] * (self.batch_size - len(batch)))
+
+    def _collate(self, items: list[dict | None]) -> dict:
+        """Items (None = padding) → a batch of B·V rows, video-major."""
+        v, t, s = self.views, self.spec.num_frames, self.spec.image_size
+        blank = torch.zeros(v, 3, t, s, s)
+        video = torch.cat([it["video"] if it else blank for it in items])
+        batch = {
+            "video": video.to(device=self.device, dtype=self.dtype, non_blocking=True),
+            "label": torch.tensor([it["label"] if it else -1 for it in items]).repeat_interleave(v),
+            "key": [it["key"] if it else "" for it in items for _ in range(v)],
+            "view": torch.arange(v).repeat(len(items)),
+            "valid": torch.tensor([it is not None for it in items]).repeat_interleave(v),
+            "frames": torch.cat([it["frames"] if it else torch.zeros(v, t, dtype=torch.long)
+                                 for it in items]),
+        }
+        return batch

@@ -1,0 +1,81 @@
+"""Top-1 accuracy with temporal views summed per video, and the B2N harmonic mean."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+
+
+def harmonic_mean(base: float, novel: float) -> float:
+    """HM = 2BN / (B + N); 0 when both are 0."""
+    return 0.0 if base + novel == 0 else 2.0 * base * novel / (base + novel)
+
+
+@torch.no_grad()
+def view_summed_accuracy(batches: Iterable[dict], logits_fn: Callable[[torch.Tensor], torch.Tensor],
+                         *, expected_videos: int | None = None) -> dict:
+    """Sum each video's view logits, then top-1 against its label.
+
+    ``batches`` yield the loader contract (video (B,3,T,H,W), label (B,), key list, valid (B,));
+    ``logits_fn`` maps a video batch to (B, C) logits. Padded entries (valid=False) are ignored.
+    Returns {"top1": percent, "videos": n, "views": n}.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    labels: dict[str, int] = {}
+    views = 0
+    for batch in batches:
+        logits = logits_fn(batch["video"]).float().cpu()
+        valid = batch.get("valid")
+        for i, key in enumerate(batch["key"]):
+            if valid is not None and not bool(valid[i]):
+                continue
+            sums[key] = sums[key] + logits[i] if key in sums else logits[i].clone()
+            labels[key] = int(batch["label"][i])
+            views += 1
+    if not sums:
+        raise RuntimeError("evaluation saw no videos: the test shards decoded to nothing")
+    correct = sum(int(int(sums[k].argmax()) == labels[k]) for k in sums)
+    result = {"top1": 100.0 * correct / len(sums), "videos": len(sums), "views": views}
+    if expected_videos is not None:
+        result["missing"] = expected_videos - len(sums)
+    return result
+
+
+
+@torch.no_grad()
+def evaluate_label_space(student, tokenizer, shard_set, data_cfg, *, device: torch.device,
+                         dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+    """Top-1 of ``student`` (a VideoStudent) on one label space's test shards.
+
+    All 29 templates build the classifier (cached per label space while the weights do not
+    change); each video contributes ``data_cfg.num_views`` temporal views, summed.
+    """
+    from kiclip.data import build_loader
+    from kiclip.model import video_logits
+    from kiclip.text import ClassifierCache, looks_rephrased
+
+    was_training = student.training
+    student.eval()
+    rephrased = looks_rephrased(shard_set.classes)
+    cache = _classifier_caches.setdefault((id(tokenizer), rephrased), ClassifierCache(tokenizer, rephrased))
+    classifier = cache.get(student, shard_set.classes)
+    loader = build_loader(str(shard_set.path), mode="test", batch_size=data_cfg.eval_batch_size,
+                          num_frames=data_cfg.num_frames, stride=data_cfg.stride,
+                          image_size=data_cfg.image_size, seed=seed, rank=0, world_size=1,
+                          backend=data_cfg.backend, num_views=data_cfg.num_views,
+                          num_workers=data_cfg.num_workers, device=device.type)
+    loader.set_epoch(0)
+
+    def logits_fn(video: torch.Tensor) -> torch.Tensor:
+        frames = student.encode_frames(video.to(device=device, dtype=dtype))
+        return video_logits(frames, classifier, student.logit_scale)
+
+    result = view_summed_accuracy(loader, logits_fn, expected_videos=shard_set.total)
+    result["skipped"] = int(getattr(loader, "skipped", 0))
+    student.train(was_training)
+    return result
+
+
+# One classifier cache per tokenizer, so repeated evaluations of unchanged weights reuse it.
+_classifier_caches: dict[tuple, object] = {}

@@ -1,0 +1,1 @@
+"""Training components: schedule, DeepSpeed set-up, checkpoints, metrics, the step module."""

@@ -1,0 +1,116 @@
+"""Run-directory layout and checkpoint files: atomic writes, last complete epoch, RNG state.
+
+Layout of a run directory::
+
+    config.json                 the resolved TrainConfig
+    deepspeed/epoch_003/        DeepSpeed's sharded state (weights, optimiser, scheduler)
+    deepspeed/epoch_003/COMPLETE  written last: only such epochs are resumed from
+    weights/epoch_003.pt        consolidated weights that evaluation reads without DeepSpeed
+    averaged.pt                 launch/average_weights.py output
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+_EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
+
+
+def ds_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "deepspeed"
+
+
+def epoch_tag(epoch: int) -> str:
+    return f"epoch_{epoch:03d}"
+
+
+def weights_path(run_dir: str | Path, epoch: int) -> Path:
+    return Path(run_dir) / "weights" / f"{epoch_tag(epoch)}.pt"
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def mark_complete(run_dir: str | Path, epoch: int) -> None:
+    marker = ds_dir(run_dir) / epoch_tag(epoch) / "COMPLETE"
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(str(epoch))
+    os.replace(tmp, marker)
+
+
+def last_complete_epoch(run_dir: str | Path) -> int | None:
+    """Highest epoch whose DeepSpeed state and consolidated weights were both fully written."""
+    root = ds_dir(run_dir)
+    if not root.is_dir():
+        return None
+    done = []
+    for child in root.iterdir():
+        match = _EPOCH_DIR.match(child.name)
+        if match and (child / "COMPLETE").exists() and weights_path(run_dir, int(match.group(1))).exists():
+            done.append(int(match.group(1)))
+    return max(done) if done else None
+
+
+def epoch_weight_files(run_dir: str | Path) -> dict[int, Path]:
+    folder = Path(run_dir) / "weights"
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for child in folder.iterdir():
+        match = _EPOCH_FILE.match(child.name)
+        if match:
+            out[int(match.group(1))] = child
+    return dict(sorted(out.items()))
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_weights(path: str | Path) -> dict[str, Any]:
+    """A consolidated weights file: {"model": state_dict, "config": dict, "epoch": int}."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or "model" not in blob:
+        raise ValueError(f"checkpoint {path} is not a kiclip weights file (no 'model' entry)")
+    return blob

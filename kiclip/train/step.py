@@ -1,0 +1,75 @@
+"""The module DeepSpeed trains: student + projectors, and one step's loss.
+
+The teacher stays outside the engine (frozen, never sharded or optimised); its features for a
+step are computed first and passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from kiclip.losses import KiclipLoss, LossTerms
+from kiclip.model import Teacher, VideoStudent
+from kiclip.text import ALL_TEMPLATES, build_prompts
+
+
+class KiclipTrainModule(nn.Module):
+    """Holds everything trainable: ``student`` (whole CLIP + frozen KI copy) and ``loss``
+    (the projectors P_v, P_t). Its state dict is what checkpoints and averaging handle."""
+
+    def __init__(self, student: VideoStudent, loss: KiclipLoss):
+        super().__init__()
+        self.student = student
+        self.loss = loss
+
+    def forward(self, video: torch.Tensor, labels: torch.Tensor, tokens: torch.Tensor,
+                num_templates: int, teacher_frames: torch.Tensor | None,
+                teacher_classes: torch.Tensor | None) -> LossTerms:
+        """video (B,3,T,H,W), labels (B,), tokens (P·C, L) for P templates × C classes."""
+        frames = self.student.encode_frames(video)
+        classes = _template_average(self.student.encode_text(tokens), num_templates)
+        return self.loss(frames, classes, labels, self.student.logit_scale,
+                         teacher_frames, teacher_classes)
+
+
+def _template_average(features: torch.Tensor, num_templates: int) -> torch.Tensor:
+    """(P·C, D) → (C, D): per-template normalise, average, renormalise (METHOD §4)."""
+    feats = nn.functional.normalize(features.float(), dim=-1).view(num_templates, -1, features.shape[-1])
+    return nn.functional.normalize(feats.mean(0), dim=-1)
+
+
+@torch.no_grad()
+def teacher_targets(teacher: Teacher, video: torch.Tensor, tokens: torch.Tensor,
+                    num_templates: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen teacher's per-frame features (B, T, D) and class embeddings (C, D)."""
+    return teacher.encode_frames(video), _template_average(teacher.encode_text(tokens), num_templates)
+
+
+class PromptTokens:
+    """Every template's tokens for one label space, tokenized once at set-up (not per step)."""
+
+    def __init__(self, tokenizer: Callable, class_names: Sequence[str], rephrased: bool,
+                 device: torch.device):
+        self.num_classes = len(class_names)
+        self._by_template = {t: tokenizer(build_prompts(class_names, t, rephrased)).to(device)
+                             for t in ALL_TEMPLATES}
+
+    def __call__(self, templates: Sequence[str]) -> torch.Tensor:
+        """Tokens (P·C, L), template-major, as ``_template_average`` expects."""
+        return torch.cat([self._by_template[t] for t in templates])
+
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay for matrices, none for 1-D params and biases (METHOD §5).
+
+    Frozen parameters (the KI copy) are left out: the optimiser never sees them."""
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]

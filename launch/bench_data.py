@@ -1,0 +1,175 @@
+"""Clips per second of the data plane: DALI vs the fallback loader vs the reference approach.
+
+    python launch/bench_data.py --shards shards/syn/train --list data/syn/train.csv \\
+        --video-root data/syn
+
+Measures, on the same videos with the same clip spec and the same worker/thread count:
+  (a) dali:      kiclip's DALI pipeline over the shards (NVDEC on a GPU, else DALI's CPU decoder);
+  (b) torch:     kiclip's fallback loader over the shards (webdataset + PyAV in DataLoader workers);
+  (c) reference: what the reference code does: per-video PyAV decode of the individual files in
+                 the list (every frame decoded, then the sampled ones kept), in DataLoader workers.
+Each loader makes one warm-up pass, then ``--runs`` timed passes; within a pass the first batch
+(worker start, pipeline build) is excluded. Reports the median clips/s and clips per CPU-second
+(process + worker CPU time). The last line is JSON: ``clips_per_s`` per loader and the ratios
+to (c).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import av
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kiclip.data import build_loader, open_shards
+from kiclip.data.sampling import ClipSpec, plan_clip
+from kiclip.data.transforms import apply_plan
+
+log = logging.getLogger("bench_data")
+
+
+class ReferenceClips(Dataset):
+    """(c): one video file per item, decoded whole with PyAV, then sampled and transformed."""
+
+    def __init__(self, rows: list[tuple[str, int]], spec: ClipSpec, seed: int):
+        self.rows, self.spec, self.seed = rows, spec, seed
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        path, label = self.rows[i]
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = 1
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        video = np.stack(frames)
+        plan = plan_clip(len(video), video.shape[1], video.shape[2], self.spec, mode="train",
+                         seed=self.seed, epoch=0, key=Path(path).stem)
+        return apply_plan(video[plan.frames.reshape(-1)], plan, self.spec.image_size)[0], label
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+def read_list(path: Path, root: Path) -> list[tuple[str, int]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            rel, label = line.rsplit(",", 1)
+            rows.append((str(root / rel), int(label)))
+    return rows
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (DataLoader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed_pass(make_batches) -> tuple[float, float]:
+    """(clips/s, clips per CPU-second) for one pass, from the second batch on."""
+    clips, start_wall, start_cpu = 0, None, None
+    for batch in make_batches():
+        if start_wall is None:
+            start_wall, start_cpu = time.perf_counter(), cpu_seconds()
+            continue
+        clips += batch
+    wall, cpu = time.perf_counter() - start_wall, cpu_seconds() - start_cpu
+    return clips / wall, clips / max(cpu, 1e-9)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--shards", type=Path, required=True, help="make_shards.py output directory")
+    p.add_argument("--list", type=Path, required=True,
+                   help="the list file the shards were made from (rows `relative/path,label`)")
+    p.add_argument("--video-root", type=Path, required=True, help="the list's paths root")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip T")
+    p.add_argument("--stride", type=int, default=16, help="frame stride s")
+    p.add_argument("--image-size", type=int, default=224, help="crop size S")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="DALI threads = DataLoader workers for (b) and (c)")
+    p.add_argument("--runs", type=int, default=3, help="timed passes per loader (median)")
+    p.add_argument("--loaders", default="dali,torch,reference",
+                   help="comma list of loaders to run")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[bench_data] %(message)s")
+
+    spec = ClipSpec(num_frames=args.frames, stride=args.stride, image_size=args.image_size)
+    shards = open_shards(args.shards)
+    rows = read_list(args.list, args.video_root)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    log.info("%d samples in shards, %d videos in the list; T=%d s=%d S=%d, batch %d, %d workers, "
+             "device %s", len(shards), len(rows), args.frames, args.stride, args.image_size,
+             args.batch_size, args.workers, device)
+
+    def shard_loader(backend):
+        loader = build_loader(shards, mode="train", batch_size=args.batch_size,
+                              num_frames=args.frames, stride=args.stride,
+                              image_size=args.image_size, backend=backend, device=device,
+                              num_workers=args.workers)
+        def batches():
+            for batch in loader:
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                yield int(batch["valid"].sum())
+        return batches
+
+    def reference_loader():
+        data = DataLoader(ReferenceClips(rows, spec, seed=0), batch_size=args.batch_size,
+                          num_workers=args.workers, worker_init_fn=_worker_init, shuffle=True,
+                          prefetch_factor=4 if args.workers else None)
+        def batches():
+            for video, _ in data:
+                yield video.shape[0]
+        return batches
+
+    makers = {"dali": lambda: shard_loader("dali"), "torch": lambda: shard_loader("torch"),
+              "reference": reference_loader}
+    results = {}
+    for name in args.loaders.split(","):
+        batches = makers[name]()
+        timed_pass(batches)  # warm-up pass: page cache, imports, codec init
+        passes = [timed_pass(batches) for _ in range(args.runs)]
+        rate = statistics.median(r for r, _ in passes)
+        per_cpu = statistics.median(c for _, c in passes)
+        results[name] = {"clips_per_s": round(rate, 2), "clips_per_cpu_s": round(per_cpu, 2),
+                         "runs": [round(r, 2) for r, _ in passes]}
+        log.info("%-9s %8.2f clips/s  %7.2f clips/CPU-s  runs %s", name, rate, per_cpu,
+                 results[name]["runs"])
+    ref = results.get("reference", {}).get("clips_per_s")
+    summary = {
+        "clips_per_s": {k: v["clips_per_s"] for k, v in results.items()},
+        "clips_per_cpu_s": {k: v["clips_per_cpu_s"] for k, v in results.items()},
+        "ratio_to_reference": {k: round(v["clips_per_s"] / ref, 2) for k, v in results.items()}
+        if ref else {},
+        "spec": {"frames": args.frames, "stride": args.stride, "image_size": args.image_size,
+                 "batch_size": args.batch_size, "workers": args.workers, "device": device,
+                 "videos": len(rows)},
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Benchmark the fused kernels against eager PyTorch and torch.compile, forward + backward.
+
+Shapes are ViT-B/16's by default: inject_layernorm on (197·B·T, 768) activations, distill_loss
+on the visual (B·T, 512) and text (C, 512) features. Every backend runs in the same process on
+the same inputs; the report gives the median time of a forward+backward step (CUDA events,
+warm-up excluded), the GB/s that the op's minimum memory traffic implies, and the ratio to
+eager. The last line printed is one JSON object with all the figures.
+
+  python launch/bench_kernels.py                      # GPU, bf16, B=8 T=8 C=400
+  python launch/bench_kernels.py --batch 32 --peak-gbs 3350
+  python launch/bench_kernels.py --allow-cpu          # tiny smoke run of the script itself
+
+Without CUDA it refuses unless --allow-cpu: then it runs tiny shapes through the PyTorch
+reference and Triton's interpreter only to show the script works; those times say nothing
+about kernel speed (the interpreter executes each program in NumPy).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+# HBM bandwidth of cards we may be lent, GB/s (datasheet), to express achieved bandwidth as a
+# fraction of peak; --peak-gbs overrides, unknown cards report no fraction.
+PEAK_GBS = {"H100 PCIe": 2000.0, "H100 NVL": 3900.0, "H100": 3350.0, "H200": 4800.0, "A100": 2039.0}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=(
+            "Time inject_layernorm and distill_loss forward+backward: eager PyTorch vs torch.compile vs "
+            "Triton, at ViT-B/16 shapes. Needs a CUDA GPU (or --allow-cpu for a smoke run). The last line "
+            "of output is JSON."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--batch", type=int, default=8, help="clips per step (B)")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip (T)")
+    p.add_argument("--tokens", type=int, default=197, help="tokens per frame (196 patches + CLS at 224 px)")
+    p.add_argument("--width", type=int, default=768, help="residual width D of the visual blocks")
+    p.add_argument("--embed", type=int, default=512, help="feature width of the distillation loss")
+    p.add_argument("--classes", type=int, default=400, help="rows C of the text distillation term")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="activation dtype")
+    p.add_argument("--warmup", type=int, default=10, help="untimed iterations per backend (compilation included)")
+    p.add_argument("--iters", type=int, default=50, help="timed iterations per backend; the median is reported")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--peak-gbs", type=float, default=None, help="HBM peak GB/s for the %%-of-peak column (default: from the card's name)")
+    p.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="without CUDA, run tiny shapes on CPU (reference vs Triton interpreter) to smoke-test the script; "
+        "the times are meaningless for kernel speed",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    if not on_gpu and not args.allow_cpu:
+        print(
+            "bench_kernels: no CUDA device. The benchmark compares GPU kernels; run it on a GPU, or pass "
+            "--allow-cpu for a tiny smoke run whose times mean nothing.",
+            file=sys.stderr,
+        )
+        return 2
+    if not on_gpu:
+        # The op modules decide interpreted-vs-compiled when first imported, which is below.
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        args.batch, args.frames, args.tokens = 1, 2, 3
+        args.width, args.embed, args.classes = 100, 48, 5
+        args.warmup, args.iters, args.no_compile = 1, 3, True  # inductor's CPU compile would dominate
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+    from kernels.ops.distill_loss import distill_loss_triton
+    from kernels.ops.inject_layernorm import inject_layernorm_triton
+    from kernels.reference import distill_loss_reference, inject_layernorm_reference
+
+    device = torch.device("cuda" if on_gpu else "cpu")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    elem = torch.empty((), dtype=dtype).element_size()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def randn(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen)).to(device, dtype)
+
+    rows, d = args.tokens * args.batch * args.frames, args.width
+    h, f = randn(rows, d).requires_grad_(), randn(rows, d).requires_grad_()
+    w = (1.0 + randn(d, scale=0.1)).float().requires_grad_()  # autocast keeps LN params fp32
+    b = randn(d, scale=0.1).float().requires_grad_()
+    dy, dln = randn(rows, d), randn(rows, d)
+
+    def ln_step(fn):
+        y, ln = fn(h, f, w, b, 0.5, 1e-5)
+        return torch.autograd.grad((y, ln), (h, f, w, b), (dy, dln))
+
+    # Minimum traffic: forward reads h, f and writes y, ln; backward reads dln, dy, y and writes dh, df.
+    ln_bytes = 9 * rows * d * elem
+
+    n_vis = args.batch * args.frames
+    vis_s, vis_t = randn(n_vis, args.embed).requires_grad_(), randn(n_vis, args.embed)
+    txt_s, txt_t = randn(args.classes, args.embed).requires_grad_(), randn(args.classes, args.embed)
+
+    def distill_step(fn):
+        loss = fn(vis_s, vis_t) + fn(txt_s, txt_t)  # the two FROSTER terms of one training step
+        return torch.autograd.grad(loss, (vis_s, txt_s))
+
+    # Minimum traffic per term: read student and teacher, write the student's gradient.
+    distill_bytes = 3 * (n_vis + args.classes) * args.embed * elem
+
+    def sync():
+        if on_gpu:
+            torch.cuda.synchronize()
+
+    def time_ms(step) -> float:
+        for _ in range(args.warmup):
+            step()
+        sync()
+        times = []
+        for _ in range(args.iters):
+            if on_gpu:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                step()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                step()
+                times.append((time.perf_counter() - t0) * 1e3)
+        return statistics.median(times)
+
+    def max_err(got, want) -> float:
+        return max((g.float() - r.float()).abs().max().item() for g, r in zip(got, want))
+
+    peak = args.peak_gbs
+    card = torch.cuda.get_device_name(device) if on_gpu else "cpu (Triton interpreter)"
+    if peak is None and on_gpu:
+        peak = next((v for k, v in PEAK_GBS.items() if k in card), None)
+
+    ops = {
+        "inject_layernorm": (ln_step, inject_layernorm_reference, inject_layernorm_triton, ln_bytes),
+        "distill_loss": (distill_step, distill_loss_reference, distill_loss_triton, distill_bytes),
+    }
+    results = {}
+    for name, (step, reference, triton_fn, nbytes) in ops.items():
+        backends = {"eager": reference}
+        if not args.no_compile:
+            backends["compile"] = torch.compile(reference)
+        backends["triton"] = triton_fn
+        expected = step(reference)
+        results[name] = {"bytes": nbytes}
+        for backend, fn in backends.items():
+            ms = time_ms(lambda fn=fn, step=step: step(fn))
+            gbs = nbytes / (ms * 1e-3) / 1e9
+            results[name][backend] = {
+                "ms": round(ms, 4),
+                "gbs": round(gbs, 1),
+                "pct_peak": round(100 * gbs / peak, 1) if peak else None,
+                "max_abs_err_vs_eager": max_err(step(fn), expected),
+            }
+        eager_ms = results[name]["eager"]["ms"]
+        for backend in backends:
+            results[name][backend]["speedup_vs_eager"] = round(eager_ms / results[name][backend]["ms"], 3)
+
+    print(f"device: {card}; dtype {args.dtype}; inject_layernorm ({rows}, {d}); "
+          f"distill_loss ({n_vis}, {args.embed}) + ({args.classes}, {args.embed}); median of {args.iters}")
+    if not on_gpu:
+        print("NOTE: CPU smoke run (reference vs Triton interpreter): these times are meaningless for kernel speed.")
+    for name, res in results.items():
+        for backend, r in res.items():
+            if backend == "bytes":
+                continue
+            pct = f" {r['pct_peak']:5.1f}% of peak" if r["pct_peak"] is not None else ""
+            print(f"{name:17s} {backend:8s} {r['ms']:9.4f} ms {r['gbs']:8.1f} GB/s{pct}  "
+                  f"x{r['speedup_vs_eager']:.2f} vs eager  max|err| {r['max_abs_err_vs_eager']:.2e}")
+    summary = {
+        "device": card,
+        "smoke_cpu": not on_gpu,
+        "dtype": args.dtype,
+        "peak_gbs": peak,
+        "shapes": {"inject_layernorm": [rows, d], "distill_visual": [n_vis, args.embed], "distill_text": [args.classes, args.embed]},
+        "iters": args.iters,
+        "results": results,
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+"""Evaluate a KICLIP checkpoint: B2N Base / Novel / HM, or cross-dataset zero-shot top-1.
+
+Examples:
+  python launch/evaluate.py --b2n k400 --data shards/k400 --checkpoint runs/k400_s1/averaged.pt
+  python launch/evaluate.py --b2n k400 --data shards/k400 --checkpoint runs/s1/averaged.pt runs/s2/averaged.pt runs/s3/averaged.pt
+  python launch/evaluate.py --b2n k400 --data shards/k400 --frozen-clip --pretrained /path/ViT-B-16.pt
+  python launch/evaluate.py --cross-dataset --data shards/ucf101 --checkpoint runs/k400_full/averaged.pt
+
+B2N reads DATA/base_test and DATA/novel_test; Base is measured in the base label space, Novel in
+the novel one. Cross-dataset evaluates every DATA/test* shard folder in its own label space.
+Each video is scored with --views temporal views (default 3) × 1 centre crop, view logits summed,
+against a classifier averaged over all 29 prompt templates. With several checkpoints (one per
+split) the mean ± std over them is reported. Writes OUTPUT/results.json and OUTPUT/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kiclip.config import B2N_PRESETS, ConfigError, DataConfig, LossConfig, ModelConfig, TrainConfig, apply_overrides  # noqa: E402
+from kiclip.layout import read_shard_set, resolve_protocol  # noqa: E402
+
+log = logging.getLogger("kiclip.evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--b2n", metavar="DATASET", choices=sorted(B2N_PRESETS))
+    what.add_argument("--cross-dataset", action="store_true")
+    parser.add_argument("--data", required=True, help="shard root (see above)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", nargs="+", help="kiclip weights file(s): averaged.pt or weights/epoch_NNN.pt")
+    source.add_argument("--frozen-clip", action="store_true",
+                        help="baseline: the original CLIP zero-shot, per-frame, no training")
+    parser.add_argument("--pretrained", help="CLIP weights for --frozen-clip (local file or open_clip tag)")
+    parser.add_argument("--model", help="open_clip model for --frozen-clip (default: the dataset preset's)")
+    parser.add_argument("--views", type=int, default=3, help="temporal views per video (default 3)")
+    parser.add_argument("--batch-size", type=int, help="clips per batch (default: the run's eval batch)")
+    parser.add_argument("--loader", choices=("auto", "dali", "torch"), help="data loader backend")
+    parser.add_argument("--output", help="folder for results.json / results.md (default: beside the checkpoint)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        spaces = _label_spaces(args)
+        for path in args.checkpoint or []:
+            if not Path(path).is_file():
+                raise ConfigError(f"checkpoint {path} does not exist (train.py writes RUN/weights/"
+                                  "epoch_NNN.pt; average_weights.py writes RUN/averaged.pt)")
+    except ConfigError as err:
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        return 2
+    runs = [_evaluate_one(args, source, spaces) for source in (args.checkpoint or ["frozen-clip"])]
+    results = _summarise(runs, ["base", "novel", "hm"] if args.b2n else list(spaces))
+    out_dir = Path(args.output or (Path(args.checkpoint[0]).parent if args.checkpoint else "results"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    (out_dir / "results.md").write_text(_markdown(results))
+    print(_markdown(results))
+    print(f"wrote {out_dir / 'results.json'}")
+    return 0
+
+
+def _label_spaces(args) -> dict:
+    if args.b2n:
+        return resolve_protocol(args.data, "b2n", need_train=False).evals
+    root = Path(args.data)
+    spaces = {p.name: read_shard_set(p) for p in sorted(root.glob("test*")) if p.is_dir()}
+    if not spaces:
+        raise ConfigError(f"{root} holds no test* shard folder for cross-dataset evaluation")
+    return spaces
+
+
+def _evaluate_one(args, source: str, spaces: dict) -> dict:
+    import torch
+
+    from kiclip.evaluation import evaluate_label_space, harmonic_mean
+    from kiclip.train.assemble import build_models
+    from kiclip.train.checkpoint import load_weights
+
+    cfg = TrainConfig()
+    if source == "frozen-clip":
+        apply_overrides(cfg, B2N_PRESETS[args.b2n or "k400"])
+        cfg.model.temporal = cfg.model.injection = False
+        cfg.model.model_name = args.model or cfg.model.model_name
+        cfg.model.pretrained = args.pretrained or ""
+        if not cfg.model.pretrained:
+            log.warning("--frozen-clip without --pretrained evaluates randomly initialised weights")
+        module, _, tokenizer = build_models(cfg.model, cfg.loss, num_frames=cfg.data.num_frames,
+                                            image_size=cfg.data.image_size, with_teacher=False)
+    else:
+        blob = load_weights(source)
+        saved = blob["config"]
+        cfg.model, cfg.loss = ModelConfig(**saved["model"]), LossConfig(**saved["loss"])
+        cfg.data = DataConfig(**saved["data"])
+        module, _, tokenizer = build_models(cfg.model, cfg.loss, num_frames=cfg.data.num_frames,
+                                            image_size=cfg.data.image_size, with_teacher=False,
+                                            load_pretrained=False)
+        module.load_state_dict(blob["model"])
+    cfg.data.num_views = args.views
+    if args.batch_size:
+        cfg.data.eval_batch_size = args.batch_size
+    if args.loader:
+        cfg.data.backend = args.loader
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    module.to(device)
+    result = {"source": source}
+    for name, shard_set in spaces.items():
+        acc = evaluate_label_space(module.student, tokenizer, shard_set, cfg.data, device=device,
+                                   seed=args.seed)
+        result[name] = acc["top1"]
+        result[f"{name}_detail"] = acc
+        log.info("%s: %s top-1 %.2f%% over %d videos", source, name, acc["top1"], acc["videos"])
+    if "base" in result and "novel" in result:
+        result["hm"] = harmonic_mean(result["base"], result["novel"])
+    return result
+
+
+def _summarise(runs: list[dict], metrics: list[str]) -> dict:
+    """Mean (and std over several checkpoints) of each metric."""
+    out: dict = {"runs": runs}
+    for m in metrics:
+        values = [r[m] for r in runs]
+        out[m] = statistics.fmean(values)
+        if len(values) > 1:
+            out[f"{m}_std"] = statistics.stdev(values)
+    return out
+
+
+def _markdown(results: dict) -> str:
+    metrics = [k for k in results if k not in ("runs",) and not k.endswith("_std")]
+    head = "| " + " | ".join(metrics) + " |\n|" + "---|" * len(metrics) + "\n"
+    cells = []
+    for m in metrics:
+        std = results.get(f"{m}_std")
+        cells.append(f"{results[m]:.2f}" + (f" ± {std:.2f}" if std is not None else ""))
+    return head + "| " + " | ".join(cells) + " |\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

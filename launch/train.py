@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Train KICLIP with DeepSpeed.
+
+Examples:
+  deepspeed launch/train.py --b2n k400 --data shards/k400 --pretrained /path/ViT-B-16.pt
+  deepspeed --num_gpus 8 launch/train.py --b2n ucf101 --split 2 --data shards/ucf101 --pretrained ...
+  deepspeed launch/train.py --cross-dataset --data shards/k400_full --pretrained ...
+  python launch/train.py --b2n synthetic --data runs/demo/shards          # one process, CPU ok
+
+The run directory (--output) receives config.json, per-epoch checkpoints (DeepSpeed state and
+consolidated weights/epoch_NNN.pt), TensorBoard logs and summary.json. Rerunning with the same
+--output resumes from the last complete epoch (--no-resume starts over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python launch/train.py` from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kiclip.config import ConfigError, TrainConfig, add_config_arguments, config_from_args  # noqa: E402
+from kiclip.layout import ProtocolData, resolve_protocol  # noqa: E402
+
+log = logging.getLogger("kiclip.train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--deepspeed_config", "--deepspeed-config", dest="deepspeed_config",
+                        help="your own DeepSpeed JSON (default: generated from the config: ZeRO-2, "
+                        "bf16 on GPU, AdamW, grad clip 1.0)")
+    # Set by DeepSpeed's launcher; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = config_from_args(args)
+        if args.deepspeed_config:
+            if not Path(args.deepspeed_config).is_file():
+                raise ConfigError(f"--deepspeed_config {args.deepspeed_config} does not exist")
+            cfg.run.deepspeed_config = args.deepspeed_config
+        # Everything that can be wrong with the dataset is found here, before any heavy work.
+        protocol = resolve_protocol(cfg.data.data, cfg.mode, cfg.data.split)
+    except ConfigError as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
+    summary = train(cfg, protocol)
+    return 0 if summary is not None else 1
+
+
+def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
+    import deepspeed
+    import torch
+    from torch.optim.lr_scheduler import LambdaLR
+
+    from kiclip.data import build_loader
+    from kiclip.evaluation import evaluate_label_space, harmonic_mean
+    from kiclip.text import TemplateSampler, looks_rephrased
+    from kiclip.train import checkpoint as ckpt
+    from kiclip.train.assemble import build_models
+    from kiclip.train.distributed import deepspeed_config, init_distributed
+    from kiclip.train.metrics import RunMetrics
+    from kiclip.train.schedule import lambda_for
+    from kiclip.train.step import PromptTokens, parameter_groups, teacher_targets
+
+    rank, world, device = init_distributed()
+    run_dir = Path(cfg.run.output)
+    bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and device.type == "cuda")
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    # Identical initial weights on every rank; the data order has its own seeds.
+    torch.manual_seed(cfg.run.seed)
+    module, teacher, tokenizer = build_models(
+        cfg.model, cfg.loss, num_frames=cfg.data.num_frames, image_size=cfg.data.image_size,
+        with_teacher=cfg.loss.distill)
+    if teacher is not None:
+        teacher.to(device=device, dtype=dtype)
+    names = protocol.train.classes
+    prompts = PromptTokens(tokenizer, names, looks_rephrased(names), device)
+    templates = TemplateSampler(cfg.run.seed)
+
+    loader = build_loader(str(protocol.train.path), mode="train", batch_size=cfg.data.batch_size,
+                          num_frames=cfg.data.num_frames, stride=cfg.data.stride,
+                          image_size=cfg.data.image_size, seed=cfg.run.seed, rank=rank,
+                          world_size=world, backend=cfg.data.backend,
+                          num_workers=cfg.data.num_workers, device=device.type)
+    steps_per_epoch = len(loader)
+    total_steps = cfg.optim.epochs * steps_per_epoch
+    schedule = lambda_for(cfg.optim.lr, total_steps=total_steps,
+                          warmup_steps=round(cfg.optim.warmup_epochs * steps_per_epoch),
+                          warmup_start_lr=cfg.optim.warmup_start_lr, min_lr=cfg.optim.min_lr)
+    if cfg.run.deepspeed_config:
+        ds_config = json.loads(Path(cfg.run.deepspeed_config).read_text())
+    else:
+        ds_config = deepspeed_config(
+            batch_per_rank=cfg.data.batch_size, world_size=world, zero_stage=cfg.run.zero_stage,
+            bf16=bf16, grad_clip=cfg.optim.grad_clip, lr=cfg.optim.lr, betas=cfg.optim.betas,
+            eps=cfg.optim.eps, weight_decay=cfg.optim.weight_decay)
+    engine, _, _, _ = deepspeed.initialize(
+        model=module, model_parameters=parameter_groups(module, cfg.optim.weight_decay),
+        config=ds_config, lr_scheduler=lambda opt: LambdaLR(opt, schedule))
+
+    start_epoch, step = 0, 0
+    last = ckpt.last_complete_epoch(run_dir) if cfg.run.resume else None
+    if last is not None:
+        _, client = engine.load_checkpoint(str(ckpt.ds_dir(run_dir)), tag=ckpt.epoch_tag(last))
+        ckpt.set_rng_state(client["rng"])
+        templates.load_state_dict(client["templates"])
+        start_epoch, step = last + 1, int(client["step"])
+        log.info("resumed from %s after epoch %d (step %d)", run_dir, last, step)
+
+    metrics = RunMetrics(run_dir, enabled=rank == 0, total_steps=total_steps, initial_step=step)
+    losses_seen: list[float] = []
+    started = time.perf_counter()
+    stop = False
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        loader.set_epoch(epoch)
+        engine.train()
+        for batch in loader:
+            video = batch["video"].to(device=device, dtype=dtype, non_blocking=True)
+            labels = batch["label"].to(device)
+            valid = batch["valid"].to(device)
+            drawn = templates.draw()  # same draw for student and teacher
+            tokens = prompts(drawn)
+            if not bool(valid.any()):
+                # A padding-only batch still steps, so every rank runs the same collectives.
+                video, labels, weight = video[:1], labels[:1], 0.0
+            else:
+                video, labels, weight = video[valid], labels[valid], 1.0
+            teacher_frames = teacher_classes = None
+            if teacher is not None:
+                teacher_frames, teacher_classes = teacher_targets(teacher, video, tokens, len(drawn))
+            terms = engine(video, labels, tokens, len(drawn), teacher_frames, teacher_classes)
+            values = {k: float(v.detach()) for k, v in terms._asdict().items()}
+            if not all(map(_finite, values.values())):
+                raise FloatingPointError(
+                    f"non-finite loss at step {step} (epoch {epoch}): "
+                    + ", ".join(f"{k}={v}" for k, v in values.items())
+                    + "; lower --lr, check the inputs, or use --precision fp32")
+            engine.backward(terms.total * weight)
+            engine.step()
+            step += 1
+            losses_seen.append(values["total"])
+            grad_norm = engine.get_global_grad_norm()
+            metrics.step(step, int(valid.sum()) * world, values, engine.get_lr()[0],
+                         None if grad_norm is None else float(grad_norm), loader.skipped,
+                         log_now=step % cfg.run.log_every == 0 or step == total_steps)
+            if cfg.run.max_steps and step >= cfg.run.max_steps:
+                stop = True
+                break
+        if stop:
+            break
+        _save_epoch(engine, run_dir, epoch, step, templates, cfg, rank)
+        log.info("epoch %d done: step %d, loss %.4f, %d samples skipped so far",
+                 epoch, step, values["total"], loader.skipped)
+
+    summary = {"steps": step, "epochs": cfg.optim.epochs, "world_size": world,
+               "final_loss": losses_seen[-1] if losses_seen else None,
+               "first_loss": losses_seen[0] if losses_seen else None,
+               "skipped_samples": int(loader.skipped), "clips_per_s": metrics.clips_per_s,
+               "wall_s": time.perf_counter() - started, "device": str(device),
+               "precision": "bf16" if bf16 else "fp32"}
+    if cfg.run.eval_at_end and rank == 0 and not stop:
+        student = engine.module.student
+        for space, shard_set in protocol.evals.items():
+            result = evaluate_label_space(student, tokenizer, shard_set, cfg.data, device=device,
+                                          dtype=dtype, seed=cfg.run.seed)
+            summary[f"{space}_top1"] = result["top1"]
+            metrics.scalar(f"val/{space}_top1", result["top1"], step)
+        if "base_top1" in summary and "novel_top1" in summary:
+            summary["hm"] = harmonic_mean(summary["base_top1"], summary["novel_top1"])
+    metrics.write_summary(summary)
+    metrics.close()
+    if rank == 0:
+        log.info("training finished: %s", json.dumps(summary, sort_keys=True))
+    return summary
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+def _save_epoch(engine, run_dir: Path, epoch: int, step: int, templates, cfg: TrainConfig, rank: int) -> None:
+    """DeepSpeed state (all ranks), consolidated weights (rank 0), then the COMPLETE marker."""
+    import torch
+
+    from kiclip.train import checkpoint as ckpt
+
+    client = {"rng": ckpt.rng_state(), "templates": templates.state_dict(), "step": step, "epoch": epoch}
+    engine.save_checkpoint(str(ckpt.ds_dir(run_dir)), tag=ckpt.epoch_tag(epoch), client_state=client)
+    if engine.zero_optimization_stage() == 3:
+        state = engine._zero3_consolidated_16bit_state_dict()  # gathers the shards; all ranks call
+    else:
+        state = engine.module.state_dict()
+    if rank == 0:
+        state = {k: v.detach().float().cpu() for k, v in state.items()}
+        ckpt.atomic_torch_save({"model": state, "config": cfg.to_dict(), "epoch": epoch, "step": step},
+                               ckpt.weights_path(run_dir, epoch))
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    if rank == 0:
+        ckpt.mark_complete(run_dir, epoch)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""DALI's CPU pipeline against the fallback loader, on the same tiny shards."""
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+
+from test_loaders import CLIP, corrupt_one_sample, epoch_rows, make_tiny_shards
+
+from kiclip.data import build_loader
+
+pytestmark = pytest.mark.dali
+
+# Normalised units (1.0 ≈ 70 grey levels). DALI (libavcodec + its own YUV→RGB, resize) and
+# PyAV (swscale) + torch differ slightly per pixel, mostly at the moving shapes' edges.
+MEAN_TOL, MAX_TOL = 0.05, 1.0
+
+
+@pytest.fixture(scope="module", params=["vp9", "mjpeg"])
+def shards(request, tmp_path_factory):
+    return make_tiny_shards(tmp_path_factory.mktemp(request.param), codec=request.param)
+
+
+def clips_by_key(loader, epoch):
+    loader.set_epoch(epoch)
+    out = {}
+    for batch in loader:
+        for i, key in enumerate(batch["key"]):
+            if batch["valid"][i]:
+                out[key, int(batch["view"][i])] = (batch["frames"][i].tolist(), batch["video"][i])
+    return out
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_dali_and_fallback_agree_on_indices_and_pixels(shards, mode):
+    got = {}
+    for backend in ("dali", "torch"):
+        loader = build_loader(shards, mode=mode, batch_size=8, seed=11, backend=backend,
+                              device="cpu", num_workers=2, **CLIP)
+        got[backend] = clips_by_key(loader, epoch=5)
+    assert got["dali"].keys() == got["torch"].keys()
+    assert len(got["dali"]) == 48 * (2 if mode == "test" else 1)
+    for k, (frames, video) in got["dali"].items():
+        t_frames, t_video = got["torch"][k]
+        assert frames == t_frames, k
+        diff = (video - t_video).abs()
+        assert diff.mean() < MEAN_TOL and diff.max() < MAX_TOL, (k, diff.mean(), diff.max())
+
+
+def test_dali_two_ranks_cover_every_sample_once_with_equal_counts(shards):
+    keys, steps = Counter(), []
+    for rank in range(2):
+        loader = build_loader(shards, mode="train", batch_size=5, seed=3, rank=rank,
+                              world_size=2, backend="dali", device="cpu", num_workers=2, **CLIP)
+        rows = epoch_rows(loader, 1)
+        steps.append(len(loader))
+        assert len(rows) == len(loader) * 5
+        keys.update(k for k, _, ok, _ in rows if ok)
+    assert steps[0] == steps[1] == 5
+    assert set(keys.values()) == {1} and len(keys) == 48
+
+
+def test_dali_uneven_split_pads_never_wraps(shards):
+    counts = []
+    for rank in range(5):  # 48 samples over 5 ranks: shares of 9 and 10, padded to 10
+        loader = build_loader(shards, mode="test", batch_size=4, rank=rank, world_size=5,
+                              backend="dali", device="cpu", num_workers=1, **CLIP)
+        rows = epoch_rows(loader, 0)
+        counts.append((len(rows), sum(ok for _, _, ok, _ in rows)))
+    assert {n for n, _ in counts} == {24}
+    assert sum(valid for _, valid in counts) == 96
+
+
+def test_dali_corrupt_sample_is_skipped_and_counted(shards, tmp_path, caplog):
+    bad_shards, bad = corrupt_one_sample(shards, tmp_path / "corrupt")
+    loader = build_loader(bad_shards, mode="train", batch_size=8, backend="dali", device="cpu",
+                          num_workers=2, **CLIP)
+    with caplog.at_level(logging.ERROR):
+        rows = epoch_rows(loader, 0)
+    # DALI fails whole batches: the corrupt video's batch is skipped and counted; the epoch
+    # goes on past it with every other batch intact and the same number of steps.
+    assert 1 <= loader.skipped <= 8
+    assert "could not decode" in caplog.text
+    valid = [k for k, _, ok, _ in rows if ok]
+    assert bad not in valid and len(valid) == 48 - loader.skipped
+    assert len(set(valid)) == len(valid)
+
+
+def test_inspect_shards_decode_prints_same_frames_for_both_loaders(shards, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    if "mjpeg" in str(shards):
+        pytest.skip("one codec is enough for the CLI (two subprocesses, slow on 2 cores)")
+    lines = {}
+    for backend in ("dali", "torch"):
+        sheet = tmp_path / f"{backend}.png"
+        out = subprocess.run(
+            [sys.executable, "shard_tools/inspect_shards.py", str(shards), "--decode", "4",
+             "--loader", backend, "--seed", "9", "--num-frames", "4", "--stride", "3",
+             "--image-size", "32", "--sheet", str(sheet)],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1])
+        lines[backend] = [json.loads(line) for line in out.stdout.splitlines()]
+        assert sheet.stat().st_size > 0
+    assert len(lines["dali"]) == 4
+    assert lines["dali"] == lines["torch"]
+    assert all(c["shape"] == [3, 4, 32, 32] for c in lines["dali"])

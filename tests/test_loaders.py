@@ -1,0 +1,141 @@
+"""The fallback loader (webdataset + PyAV) and build_loader's contract, on tiny shards."""
+import logging
+import shutil
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from kiclip.data import build_loader, open_shards
+from kiclip.data.dali_loader import dali_can_decode
+
+CLIP = {"num_frames": 4, "stride": 3, "image_size": 32, "num_views": 2}
+
+
+def make_tiny_shards(out: Path, codec: str = "vp9", per_shard: int = 10) -> Path:
+    """48 synthetic 48×48 clips of 24 frames, packed by shard_tools (the CONTRACTS format)."""
+    from shard_tools import make_shards, make_synthetic
+
+    videos = out / "videos"
+    assert make_synthetic.main(["--out", str(videos), "--clips-per-class", "1",
+                                "--val-per-class", "0", "--size", "48", "--frames", "24",
+                                "--codec", codec, "--workers", "1", "--no-progress"]) in (0, None)
+    shards = out / "shards"
+    assert make_shards.main(["--list", str(videos / "train.csv"), "--video-root", str(videos),
+                             "--classes", str(videos / "classes.json"), "--out", str(shards),
+                             "--samples-per-shard", str(per_shard), "--workers", "1",
+                             "--no-progress"]) == 0
+    return shards
+
+
+def corrupt_one_sample(shards: Path, out: Path) -> tuple[Path, str]:
+    """Copy of ``shards`` whose first sample's video bytes are overwritten with garbage."""
+    shutil.copytree(shards, out)
+    tar = min(out.glob("*.tar"))
+    with tarfile.open(tar) as archive:
+        member = next(m for m in archive if m.isreg() and not m.name.endswith(".json"))
+    with open(tar, "r+b") as f:
+        f.seek(member.offset_data)
+        f.write(bytes(range(256)) * (member.size // 256) + b"\0" * (member.size % 256))
+    return out, member.name.partition(".")[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory):
+    return make_tiny_shards(tmp_path_factory.mktemp("tiny"))
+
+
+def epoch_rows(loader, epoch=0):
+    loader.set_epoch(epoch)
+    rows, steps = [], 0
+    for batch in loader:
+        steps += 1
+        b = batch["video"].shape[0]
+        assert batch["video"].shape[1:] == (3, CLIP["num_frames"], 32, 32)
+        assert batch["video"].dtype == torch.float32
+        assert batch["label"].shape == batch["view"].shape == batch["valid"].shape == (b,)
+        assert batch["frames"].shape == (b, CLIP["num_frames"]) and len(batch["key"]) == b
+        rows += [(k, int(v), bool(ok), f) for k, v, ok, f in
+                 zip(batch["key"], batch["view"], batch["valid"], batch["frames"].tolist())]
+    assert steps == len(loader)
+    return rows
+
+
+def test_contract_and_epoch_determinism(tiny_shards):
+    loader = build_loader(tiny_shards, mode="train", batch_size=5, seed=7, backend="torch",
+                          num_workers=2, **CLIP)
+    first, again = epoch_rows(loader, 3), epoch_rows(loader, 3)
+    assert first == again  # same seed and epoch: same order, same frames
+    assert [r[0] for r in epoch_rows(loader, 4)] != [r[0] for r in first]  # reshuffled
+    assert sorted(r[0] for r in first if r[2]) == sorted(s.key for s in open_shards(tiny_shards).samples)
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_two_ranks_cover_every_sample_once_with_equal_counts(tiny_shards, mode):
+    # 48 samples, 5 per batch, 2 ranks: 24 each → 5 steps, the last one partly padding.
+    keys, steps = Counter(), []
+    for rank in range(2):
+        loader = build_loader(tiny_shards, mode=mode, batch_size=5, seed=1, rank=rank,
+                              world_size=2, backend="torch", num_workers=1, **CLIP)
+        rows = epoch_rows(loader, 2)
+        steps.append(len(loader))
+        views = 2 if mode == "test" else 1
+        assert len(rows) == len(loader) * 5 * views
+        keys.update(k for k, v, ok, _ in rows if ok and v == 0)
+        if mode == "test":
+            assert Counter(v for _, v, ok, _ in rows if ok) == {0: 24, 1: 24}
+    assert steps[0] == steps[1]
+    assert set(keys.values()) == {1} and len(keys) == 48
+
+
+def test_uneven_split_pads_never_wraps(tiny_shards):
+    counts = []
+    for rank in range(5):  # 48 samples over 5 ranks: 10 each, 2 ranks get one padding row
+        loader = build_loader(tiny_shards, mode="train", batch_size=4, rank=rank, world_size=5,
+                              backend="torch", num_workers=0, **CLIP)
+        rows = epoch_rows(loader, 0)
+        counts.append((len(rows), sum(ok for _, _, ok, _ in rows)))
+    assert {n for n, _ in counts} == {12}
+    assert sum(valid for _, valid in counts) == 48
+
+
+def test_corrupt_sample_is_skipped_and_counted(tiny_shards, tmp_path, caplog):
+    shards, bad = corrupt_one_sample(tiny_shards, tmp_path / "corrupt")
+    loader = build_loader(shards, mode="train", batch_size=8, backend="torch", num_workers=1,
+                          **CLIP)
+    with caplog.at_level(logging.WARNING):
+        rows = epoch_rows(loader, 0)
+    assert loader.skipped == 1
+    assert bad in caplog.text
+    valid = [k for k, _, ok, _ in rows if ok]
+    assert bad not in valid and len(valid) == 47
+
+
+def test_truncated_tar_is_reported_by_name(tiny_shards, tmp_path, caplog):
+    shards = tmp_path / "truncated"
+    shutil.copytree(tiny_shards, shards)
+    tar = max(shards.glob("*.tar"))
+    tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+    with caplog.at_level(logging.ERROR):
+        loader = build_loader(shards, mode="test", batch_size=8, backend="torch",
+                              num_workers=0, **CLIP)
+    assert tar.name in caplog.text
+    assert len(open_shards(shards)) < 48
+    assert sum(ok for _, _, ok, _ in epoch_rows(loader)) == 2 * len(open_shards(shards))
+
+
+def test_auto_backend_falls_back_when_dali_cannot_decode():
+    assert not dali_can_decode({"h264"}, "cpu")
+    assert dali_can_decode({"vp9", "mjpeg"}, "cpu")
+    assert dali_can_decode({"h264"}, "cuda")
+
+
+def test_auto_backend_picks_torch_for_h264_on_cpu(tmp_path):
+    pytest.importorskip("nvidia.dali")
+    shards = make_tiny_shards(tmp_path, codec="h264", per_shard=48)
+    loader = build_loader(shards, mode="test", batch_size=48, backend="auto", device="cpu",
+                          num_workers=0, **CLIP)
+    assert type(loader).__name__ == "TorchClipLoader"
+    assert sum(ok for _, _, ok, _ in epoch_rows(loader)) == 96
