@@ -24,7 +24,7 @@ step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 clips_per_class=${KICLIP_DEMO_CLIPS:-8}
 val_per_class=${KICLIP_DEMO_VAL:-4}
 shots=${KICLIP_DEMO_SHOTS:-8}
-epochs=${KICLIP_DEMO_EPOCHS:-4}
+epochs=${KICLIP_DEMO_EPOCHS:-10}
 
 step "synthetic videos → $out/synthetic"
 if [ ! -f "$out/synthetic/world.json" ]; then

@@ -26,7 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kiclip.config import B2N_PRESETS, ConfigError, DataConfig, LossConfig, ModelConfig, TrainConfig, apply_overrides  # noqa: E402
+from kiclip.config import B2N_PRESETS, ConfigError  # noqa: E402
 from kiclip.layout import read_shard_set, resolve_protocol  # noqa: E402
 
 log = logging.getLogger("kiclip.evaluate")
@@ -91,28 +91,15 @@ def _evaluate_one(args, source: str, spaces: dict) -> dict:
     import torch
 
     from kiclip.evaluation import evaluate_label_space, harmonic_mean
-    from kiclip.train.assemble import build_models
-    from kiclip.train.checkpoint import load_weights
+    from kiclip.inference import frozen_clip_model, load_checkpoint_model
 
-    cfg = TrainConfig()
     if source == "frozen-clip":
-        apply_overrides(cfg, B2N_PRESETS[args.b2n or "k400"])
-        cfg.model.temporal = cfg.model.injection = False
-        cfg.model.model_name = args.model or cfg.model.model_name
-        cfg.model.pretrained = args.pretrained or ""
-        if not cfg.model.pretrained:
+        if not args.pretrained:
             log.warning("--frozen-clip without --pretrained evaluates randomly initialised weights")
-        module, _, tokenizer = build_models(cfg.model, cfg.loss, num_frames=cfg.data.num_frames,
-                                            image_size=cfg.data.image_size, with_teacher=False)
+        loaded = frozen_clip_model(args.model, args.pretrained, preset=args.b2n or "k400")
     else:
-        blob = load_weights(source)
-        saved = blob["config"]
-        cfg.model, cfg.loss = ModelConfig(**saved["model"]), LossConfig(**saved["loss"])
-        cfg.data = DataConfig(**saved["data"])
-        module, _, tokenizer = build_models(cfg.model, cfg.loss, num_frames=cfg.data.num_frames,
-                                            image_size=cfg.data.image_size, with_teacher=False,
-                                            load_pretrained=False)
-        module.load_state_dict(blob["model"])
+        loaded = load_checkpoint_model(source)
+    module, tokenizer, cfg = loaded.module, loaded.tokenizer, loaded.cfg
     cfg.data.num_views = args.views
     if args.batch_size:
         cfg.data.eval_batch_size = args.batch_size

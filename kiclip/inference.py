@@ -1,0 +1,202 @@
+"""Inference on one video: a checkpoint (or the frozen CLIP) → a ready model, a video file →
+test-mode clips, and class names → view-summed open-vocabulary scores.
+
+Shared by ``launch/predict.py``, ``launch/visualize.py`` and ``launch/evaluate.py``. Clips are
+cut exactly as evaluation cuts them (``kiclip.data.sampling.plan_clip`` in test mode: V temporal
+views, short side S, centre S×S crop, CLIP normalisation), only from a file instead of a shard.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from kiclip.config import (
+    B2N_PRESETS,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    TrainConfig,
+    apply_overrides,
+)
+from kiclip.data.decode import DecodeError, decode_frames
+from kiclip.data.sampling import CLIP_MEAN, CLIP_STD, ClipSpec, plan_clip
+from kiclip.data.transforms import apply_plan
+
+
+class VideoReadError(ValueError):
+    """A user's video file that PyAV cannot open or decode; the message names the file."""
+
+
+@dataclass
+class InferenceModel:
+    """What inference needs: the trained module (``module.student`` is the VideoStudent),
+    the tokenizer and the resolved config (``cfg.data`` fixes frames, stride, image size)."""
+
+    module: torch.nn.Module
+    tokenizer: Callable[[list[str]], torch.Tensor]
+    cfg: TrainConfig
+    source: str
+
+    @property
+    def student(self):
+        return self.module.student
+
+    def clip_spec(self, views: int) -> ClipSpec:
+        d = self.cfg.data
+        return ClipSpec(num_frames=d.num_frames, stride=d.stride, image_size=d.image_size,
+                        num_views=views)
+
+
+def load_checkpoint_model(path: str | os.PathLike) -> InferenceModel:
+    """Rebuild the train module a kiclip weights file was saved from and load its tensors.
+
+    The architecture, injection/temporal flags and clip geometry come from the file's saved
+    config; no pretrained CLIP is read (the file carries every tensor). Raises
+    FileNotFoundError (missing file) or ValueError (not a kiclip weights file). Eval mode, CPU.
+    """
+    from kiclip.train.assemble import build_models
+    from kiclip.train.checkpoint import load_weights
+
+    blob = load_weights(path)
+    saved = blob.get("config")
+    if not isinstance(saved, dict) or not all(k in saved for k in ("model", "loss", "data")):
+        raise ValueError(f"checkpoint {path} has no saved config (model/loss/data)")
+    cfg = TrainConfig()
+    cfg.model, cfg.loss = ModelConfig(**saved["model"]), LossConfig(**saved["loss"])
+    cfg.data = DataConfig(**saved["data"])
+    module, _, tokenizer = build_models(cfg.model, cfg.loss, num_frames=cfg.data.num_frames,
+                                        image_size=cfg.data.image_size, with_teacher=False,
+                                        load_pretrained=False)
+    module.load_state_dict(blob["model"])
+    return InferenceModel(module.eval(), tokenizer, cfg, str(path))
+
+
+def frozen_clip_model(model_name: str | None, pretrained: str | None,
+                      preset: str = "k400") -> InferenceModel:
+    """The zero-shot baseline: CLIP as released, per-frame attention, no knowledge injection.
+
+    Clip geometry comes from the B2N ``preset`` (k400: 8 frames at stride 16, 224 px).
+    ``pretrained`` empty or None gives randomly initialised weights (the caller warns).
+    """
+    from kiclip.train.assemble import build_models
+
+    cfg = TrainConfig()
+    apply_overrides(cfg, B2N_PRESETS[preset])
+    cfg.model.temporal = cfg.model.injection = False
+    cfg.model.model_name = model_name or cfg.model.model_name
+    cfg.model.pretrained = pretrained or ""
+    module, _, tokenizer = build_models(cfg.model, cfg.loss, num_frames=cfg.data.num_frames,
+                                        image_size=cfg.data.image_size, with_teacher=False)
+    return InferenceModel(module.eval(), tokenizer, cfg, "frozen-clip")
+
+
+def count_video_frames(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(frames, height, width) of a video file's first video stream.
+
+    Frames are counted by demuxing packets (no decoding), so a long video costs little; if the
+    count overshoots, ``decode_frames`` repeats the last decodable frame, as the loaders do.
+    Raises FileNotFoundError or VideoReadError, both naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video {path} does not exist")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoReadError(f"video {path} has no video stream")
+            stream = container.streams.video[0]
+            height, width = stream.codec_context.height, stream.codec_context.width
+            frames = sum(1 for packet in container.demux(stream) if packet.size)
+    except (av.FFmpegError, OSError, ValueError) as exn:
+        if isinstance(exn, VideoReadError):
+            raise
+        raise VideoReadError(f"video {path} is not readable by PyAV: {exn}") from exn
+    if frames < 1 or height < 1 or width < 1:
+        raise VideoReadError(f"video {path} has no video frames")
+    return frames, height, width
+
+
+def load_video_clips(path: str | os.PathLike, spec: ClipSpec) -> tuple[torch.Tensor, np.ndarray]:
+    """Test-mode clips of one video file: float (V, 3, T, S, S) normalised, and the frame
+    indices (V, T) they show. Raises FileNotFoundError / VideoReadError naming the file."""
+    frames, height, width = count_video_frames(path)
+    plan = plan_clip(frames, height, width, spec, mode="test", seed=0, epoch=0, key=str(path))
+    try:
+        decoded = decode_frames(str(path), plan.frames.reshape(-1))
+    except DecodeError as exn:
+        raise VideoReadError(f"video {path} could not be decoded: {exn}") from exn
+    if decoded.shape[1:3] != (height, width):
+        # The header's size disagreed with the frames (rare, e.g. anamorphic streams).
+        plan = plan_clip(frames, decoded.shape[1], decoded.shape[2], spec, mode="test", seed=0,
+                         epoch=0, key=str(path))
+    return apply_plan(decoded, plan, spec.image_size), plan.frames
+
+
+def denormalise(clip: torch.Tensor) -> torch.Tensor:
+    """Undo CLIP normalisation: float (..., 3, H, W) → RGB in [0, 1], same shape."""
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    return (clip * std + mean).clamp(0.0, 1.0)
+
+
+def parse_class_list(text: str | None = None, file: str | os.PathLike | None = None) -> list[str]:
+    """Class names from a comma-separated string and/or a file, in order, duplicates dropped.
+
+    A ``.json`` file is either a list of names or kiclip's ``{"0": name, ...}`` mapping (the
+    rephrased ``"Name: description"`` form is kept whole); any other file is one name per line.
+    Raises FileNotFoundError for a missing file and ValueError for an empty result.
+    """
+    from kiclip.text import class_names_from_mapping
+
+    names: list[str] = []
+    if text:
+        names += [n.strip() for n in text.split(",")]
+    if file:
+        file = Path(file)
+        if not file.is_file():
+            raise FileNotFoundError(f"classes file {file} does not exist")
+        if file.suffix.lower() == ".json":
+            try:
+                data = json.loads(file.read_text())
+            except json.JSONDecodeError as exn:
+                raise ValueError(f"classes file {file} is not valid JSON: {exn}") from exn
+            if isinstance(data, dict):
+                names += class_names_from_mapping(data, source=str(file))
+            elif isinstance(data, list):
+                names += [str(n) for n in data]
+            else:
+                raise ValueError(f"classes file {file} must hold a list or a {{\"0\": name}} mapping")
+        else:
+            names += file.read_text().splitlines()
+    names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    if not names:
+        raise ValueError("the class list is empty: give --classes \"a,b,c\" or --classes-file")
+    return names
+
+
+@torch.no_grad()
+def video_class_scores(model: InferenceModel, clips: torch.Tensor,
+                       class_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed logits (C,), probabilities (C,)) of one video's clips (V, 3, T, S, S).
+
+    Logits are summed over the V views, as evaluation ranks a video. Probabilities are the
+    softmax of the view-averaged logits (same order; the sum would sharpen with V).
+    The classifier averages all 29 templates (kiclip.text.ClassifierCache).
+    """
+    from kiclip.model import video_logits
+    from kiclip.text import ClassifierCache, looks_rephrased
+
+    student = model.student
+    device = next(student.parameters()).device
+    classifier = ClassifierCache(model.tokenizer, looks_rephrased(class_names)).get(student, class_names)
+    frames = student.encode_frames(clips.to(device))
+    logits = video_logits(frames, classifier, student.logit_scale).cpu()  # (V, C)
+    return logits.sum(0), logits.mean(0).softmax(-1)
