@@ -8,10 +8,13 @@ Measures, on the same videos with the same clip spec and the same worker/thread 
   (b) torch:     kiclip's fallback loader over the shards (webdataset + PyAV in DataLoader workers);
   (c) reference: what the reference code does: per-video PyAV decode of the individual files in
                  the list (every frame decoded, then the sampled ones kept), in DataLoader workers.
-Each loader makes one warm-up pass, then ``--runs`` timed passes; within a pass the first batch
-(worker start, pipeline build) is excluded. Reports the median clips/s and clips per CPU-second
-(process + worker CPU time). The last line is JSON: ``clips_per_s`` per loader and the ratios
-to (c).
+The passes are interleaved: one warm-up round (every loader once, untimed), then ``--runs``
+timed rounds, each running every loader once (the order rotates from round to round), so on a
+shared machine a load change hits all loaders alike instead of whichever happened to run then.
+Within a pass the first batch (worker start, pipeline build) is excluded. Reports the median
+clips/s and clips per CPU-second (this process's threads + its DataLoader workers, live or
+reaped, counted from the first batch on). The last line is JSON: ``clips_per_s`` per loader and
+the ratios to (c).
 """
 from __future__ import annotations
 
@@ -75,11 +78,32 @@ def read_list(path: Path, root: Path) -> list[tuple[str, int]]:
     return rows
 
 
+def _live_children_cpu() -> float:
+    """CPU time of this process's running children (DataLoader workers not yet reaped)."""
+    me, total, tick = os.getpid(), 0.0, os.sysconf("SC_CLK_TCK")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:  # ppid; utime stime cutime cstime are fields 11-14 here
+            total += sum(int(x) for x in fields[11:15]) / tick
+    return total
+
+
 def cpu_seconds() -> float:
-    """CPU time of this process and its reaped children (DataLoader workers)."""
+    """CPU time of this process and its children (DataLoader workers), reaped or running.
+
+    Counting only reaped children would miss what workers did before the first timed batch at
+    the start and charge it at the end (workers are reaped when a pass ends).
+    """
+    live = _live_children_cpu()
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + live
 
 
 def timed_pass(make_batches) -> tuple[float, float]:
@@ -145,15 +169,23 @@ def main(argv=None) -> int:
 
     makers = {"dali": lambda: shard_loader("dali"), "torch": lambda: shard_loader("torch"),
               "reference": reference_loader}
+    names = args.loaders.split(",")
+    loaders = {name: makers[name]() for name in names}
+    passes: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for name in names:  # warm-up round: page cache, imports, codec init
+        timed_pass(loaders[name])
+    for run in range(args.runs):
+        order = names[run % len(names):] + names[:run % len(names)]
+        for name in order:
+            passes[name].append(timed_pass(loaders[name]))
+            log.info("round %d %-9s %6.2f clips/s  %6.2f clips/CPU-s", run + 1, name,
+                     *passes[name][-1])
     results = {}
-    for name in args.loaders.split(","):
-        batches = makers[name]()
-        timed_pass(batches)  # warm-up pass: page cache, imports, codec init
-        passes = [timed_pass(batches) for _ in range(args.runs)]
-        rate = statistics.median(r for r, _ in passes)
-        per_cpu = statistics.median(c for _, c in passes)
+    for name in names:
+        rate = statistics.median(r for r, _ in passes[name])
+        per_cpu = statistics.median(c for _, c in passes[name])
         results[name] = {"clips_per_s": round(rate, 2), "clips_per_cpu_s": round(per_cpu, 2),
-                         "runs": [round(r, 2) for r, _ in passes]}
+                         "runs": [round(r, 2) for r, _ in passes[name]]}
         log.info("%-9s %8.2f clips/s  %7.2f clips/CPU-s  runs %s", name, rate, per_cpu,
                  results[name]["runs"])
     ref = results.get("reference", {}).get("clips_per_s")
@@ -162,10 +194,15 @@ def main(argv=None) -> int:
         "clips_per_cpu_s": {k: v["clips_per_cpu_s"] for k, v in results.items()},
         "ratio_to_reference": {k: round(v["clips_per_s"] / ref, 2) for k, v in results.items()}
         if ref else {},
+        "cpu_ratio_to_reference": {
+            k: round(v["clips_per_cpu_s"] / results["reference"]["clips_per_cpu_s"], 2)
+            for k, v in results.items()} if ref else {},
+        "runs": {k: v["runs"] for k, v in results.items()},
         "spec": {"frames": args.frames, "stride": args.stride, "image_size": args.image_size,
                  "batch_size": args.batch_size, "workers": args.workers, "device": device,
                  "videos": len(rows)},
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                   f"load average {os.getloadavg()[0]:.1f}",
     }
     print(json.dumps(summary))
     return 0

@@ -3,10 +3,11 @@
 The pipeline, in the order data flows::
 
     readers.webdataset (this rank's contiguous share, shuffle buffer, last batch padded)
-      → python_function: the sample's json + name → ClipPlan (kiclip.data.sampling)
-      → decoders.video(frames=plan indices)            (F, H, W, 3) uint8, F = V·T
-      → resize(size=plan size, linear, antialiased)
-      → crop_mirror_normalize(plan crop, plan flip, CLIP mean/std)   (3, F, S, S) float
+      → python_function: the sample's json + name → ClipPlan (kiclip.data.sampling), and the
+        video re-packed to the packets those frames need (VP8/VP9, see pack_needed_frames)
+      → decoders.video(frames=plan indices in that stream)   (F, H, W, 3) uint8, F = V·T
+      → resize(the plan's crop window only → S×S, linear, antialiased)
+      → crop_mirror_normalize(plan flip, CLIP mean/std)      (3, F, S, S) float
     → torch: (B·V, 3, T, S, S) + label, key, view, valid, frames
 
 One pipeline is built per epoch, seeded by (seed, epoch), and run for exactly this rank's share,
@@ -15,10 +16,13 @@ VP8, VP9 and MJPEG; other codecs need ``device="cuda"`` (see :func:`dali_can_dec
 """
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
+import struct
 
+import av
 import numpy as np
 import torch
 
@@ -50,69 +54,116 @@ def rank_share(total: int, rank: int, world_size: int) -> int:
     return total * (rank + 1) // world_size - total * rank // world_size
 
 
-class _Planner:
-    """The python_function stage: (json bytes, source_info bytes) → plan tensors.
+# IVF four-character codes of the codecs whose packets can be re-packed on their own: one packet
+# per displayed frame, no reordering, and a key frame resets every reference (closed GOPs).
+IVF_FOURCC = {"vp8": b"VP80", "vp9": b"VP90"}
 
+
+def _ivf(packets: list[bytes], fourcc: bytes, width: int, height: int) -> bytes:
+    """Packets → an IVF stream (32-byte file header, 12-byte header per frame)."""
+    parts = [b"DKIF" + struct.pack("<HH4sHHIII", 0, 32, fourcc, width, height, 25, 1,
+                                   len(packets)) + bytes(4)]
+    for pts, data in enumerate(packets):
+        parts.append(struct.pack("<IQ", len(data), pts))
+        parts.append(data)
+    return b"".join(parts)
+
+
+def pack_needed_frames(video: bytes, frames: np.ndarray,
+                       total_frames: int) -> tuple[bytes, np.ndarray] | None:
+    """Re-pack only the packets that decoding ``frames`` needs, as an IVF stream.
+
+    DALI's ``decoders.video`` (2.4, CPU) decodes from the first frame up to the last requested
+    one without seeking to key frames, so a clip spread over a long video pays for every frame in
+    between. For VP8/VP9 each wanted frame only needs the packets from its preceding key frame
+    (or from the previous wanted frame of the same GOP) up to itself; those runs, concatenated,
+    decode to bit-identical frames. Returns ``(ivf bytes, positions)`` where ``positions[i]`` is
+    the frame of the new stream that equals ``frames[i]``, or None when the stream is not
+    VP8/VP9, its packet count is not ``total_frames``, or it does not demux (the caller then
+    decodes the original bytes, and a broken video fails there as before).
+    """
+    try:
+        with av.open(io.BytesIO(video)) as container:
+            stream = container.streams.video[0]
+            fourcc = IVF_FOURCC.get(stream.codec_context.name)
+            if fourcc is None:
+                return None
+            width, height = stream.codec_context.width, stream.codec_context.height
+            packets, keys = [], []
+            for packet in container.demux(stream):
+                if packet.size:
+                    if packet.is_keyframe:
+                        keys.append(len(packets))
+                    packets.append(bytes(packet))
+    except (av.FFmpegError, ValueError, IndexError, OSError):
+        return None
+    if len(packets) != total_frames or not keys or keys[0] != 0:
+        return None
+    flat = np.asarray(frames, np.int64).reshape(-1)
+    keys_arr = np.asarray(keys)
+    selected: list[int] = []
+    position: dict[int, int] = {}
+    for f in sorted(set(flat.tolist())):
+        key = int(keys_arr[np.searchsorted(keys_arr, f, side="right") - 1])
+        first = selected[-1] + 1 if selected and selected[-1] >= key else key
+        selected.extend(range(first, f + 1))
+        position[f] = len(selected) - 1
+    if len(selected) >= len(packets):
+        return None  # nothing to skip: decode the original
+    positions = np.array([position[f] for f in flat.tolist()], np.int32)
+    return _ivf([packets[i] for i in selected], fourcc, width, height), positions
+
+
+class _Planner:
+    """The python_function stage: (json, source_info, encoded video) → plan tensors + the bytes
+    to decode (see :func:`pack_needed_frames`) and which of their frames to take.
+
+    ``skip`` > 0 swaps the first ``skip`` samples for a tiny valid clip: DALI fails a whole
+    batch on one undecodable video and the pipeline is then dead. The rebuilt pipeline replays
+    the epoch's order (same seed); swapping what was already delivered (and the failed batch)
+    for a one-frame clip makes replaying up to the failure cheap and lets the epoch go on.
     Kept at module scope so DALI's AutoGraph never rewrites it.
     """
 
-    def __init__(self, spec: ClipSpec, mode: str, seed: int, epoch: int):
+    def __init__(self, spec: ClipSpec, mode: str, seed: int, epoch: int, skip: int = 0):
         self.spec, self.mode, self.seed, self.epoch = spec, mode, seed, epoch
+        self.skip, self.seen = skip, 0
+        self.blank = np.frombuffer(_tiny_mjpeg(), np.uint8) if skip else None
 
-    def __call__(self, meta_bytes, source_bytes, *video):
+    def __call__(self, meta_bytes, source_bytes, video):
         meta = load_meta(meta_bytes.tobytes())
         # source_info is "<tar>:<offset>:<member name>"; the key is the name before its first dot.
         member = source_bytes.tobytes().decode().rsplit(":", 1)[-1]
         key = os.path.basename(member).partition(".")[0]
-        plan = plan_clip(int(meta["frames"]), int(meta["height"]), int(meta["width"]), self.spec,
+        total = int(meta["frames"])
+        plan = plan_clip(total, int(meta["height"]), int(meta["width"]), self.spec,
                          mode=self.mode, seed=self.seed, epoch=self.epoch, key=key)
         h, w = plan.resize
         size = self.spec.image_size
         top, left = plan.crop
-        outputs = (plan.frames.reshape(-1).astype(np.int32),
-                   np.array([h, w], np.float32),
-                   np.array(left / (w - size) if w > size else 0.0, np.float32),
-                   np.array(top / (h - size) if h > size else 0.0, np.float32),
-                   np.array(plan.flip, np.int32),
-                   np.array(meta["label"], np.int32),
-                   np.frombuffer(key.encode(), np.uint8).copy())
-        if not video:
-            return outputs
-        return outputs + (self._blank_or(video[0]),)
-
-
-class _FastForward(_Planner):
-    """A planner that swaps the first ``skip`` samples for a tiny valid clip.
-
-    DALI fails a whole batch on one undecodable video and the pipeline is then dead. The
-    rebuilt pipeline replays the epoch's order (same seed); swapping what was already delivered
-    (and the failed batch) for a one-frame clip makes replaying up to the failure cheap and lets
-    the epoch go on past it.
-    """
-
-    def __init__(self, spec, mode, seed, epoch, skip: int):
-        super().__init__(spec, mode, seed, epoch)
-        self.skip, self.seen = skip, 0
-        self.blank = np.frombuffer(_tiny_mjpeg(), np.uint8)
-
-    def _blank_or(self, video):
+        frames = plan.frames.reshape(-1).astype(np.int32)
         self.seen += 1
-        return self.blank if self.seen <= self.skip else video
-
-    def __call__(self, meta_bytes, source_bytes, video):
-        outputs = super().__call__(meta_bytes, source_bytes, video)
         if self.seen <= self.skip:
-            size = self.spec.image_size
-            outputs = (np.zeros_like(outputs[0]), np.array([size, size], np.float32)) + outputs[2:]
-        return outputs
+            data, decode_at = self.blank, np.zeros_like(frames)
+            (h, w), (top, left) = (size, size), (0, 0)
+        else:
+            packed = pack_needed_frames(video.tobytes(), frames, total)
+            if packed is None:
+                data, decode_at = video, frames
+            else:
+                data, decode_at = np.frombuffer(packed[0], np.uint8), packed[1]
+        # The crop window in the resized frame, relative to the frame: resize reads only that
+        # window of the decoded frame (same scale, so the same pixels as resize-then-crop).
+        return (frames, decode_at, data,
+                np.array([top / h, left / w], np.float32),
+                np.array([(top + size) / h, (left + size) / w], np.float32),
+                np.array(plan.flip, np.int32),
+                np.array(meta["label"], np.int32),
+                np.frombuffer(key.encode(), np.uint8).copy())
 
 
 def _tiny_mjpeg() -> bytes:
     """A one-frame 16×16 MJPEG AVI, which every DALI backend decodes."""
-    import io
-
-    import av
-
     buf = io.BytesIO()
     with av.open(buf, "w", format="avi") as container:
         stream = container.add_stream("mjpeg", rate=1)
@@ -130,7 +181,7 @@ def build_pipeline(shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: i
     """The DALI pipeline for one epoch of this rank (built, ready to ``run``).
 
     ``skip_samples`` > 0 replaces that many leading samples with a blank clip (see
-    :class:`_FastForward`).
+    :class:`_Planner`).
     """
     from nvidia.dali import fn, pipeline_def, types
 
@@ -148,17 +199,14 @@ def build_pipeline(shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: i
             shard_id=rank, num_shards=world_size, pad_last_batch=True,
             random_shuffle=shuffle, initial_fill=shuffle_buffer, seed=epoch_seed)
         source = fn.get_property(video, key="source_info")
-        if skip_samples:
-            frames, resize, pos_x, pos_y, flip, label, key, video = fn.python_function(
-                meta, source, video, num_outputs=8,
-                function=_FastForward(spec, mode, seed, epoch, skip_samples))
-        else:
-            frames, resize, pos_x, pos_y, flip, label, key = fn.python_function(
-                meta, source, function=_Planner(spec, mode, seed, epoch), num_outputs=7)
-        clip = fn.decoders.video(video, frames=frames, device="mixed" if gpu else "cpu")
-        clip = fn.resize(clip, size=resize, interp_type=types.INTERP_LINEAR, antialias=True)
+        frames, decode_at, data, roi_start, roi_end, flip, label, key = fn.python_function(
+            meta, source, video, num_outputs=8,
+            function=_Planner(spec, mode, seed, epoch, skip=skip_samples))
+        clip = fn.decoders.video(data, frames=decode_at, device="mixed" if gpu else "cpu")
+        clip = fn.resize(clip, size=(size, size), roi_start=roi_start, roi_end=roi_end,
+                         roi_relative=True, interp_type=types.INTERP_LINEAR, antialias=True)
         clip = fn.crop_mirror_normalize(
-            clip, crop=(size, size), crop_pos_x=pos_x, crop_pos_y=pos_y, mirror=flip,
+            clip, mirror=flip,
             mean=[255 * m for m in CLIP_MEAN], std=[255 * s for s in CLIP_STD],
             dtype=types.FLOAT, output_layout="CFHW")
         return clip, label, key, frames
