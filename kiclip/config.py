@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,8 @@ class DataConfig:
     num_views: int = 3             # temporal views at test time
     backend: str = "auto"          # auto | dali | torch
     num_workers: int = 2           # DataLoader workers / DALI threads
+    flip: bool = True              # train-time random horizontal flip (False: left/right labels)
+    shuffle: bool = True           # train order shuffled per epoch; False keeps the stored order
 
 
 @dataclass
@@ -101,7 +104,11 @@ class TrainConfig:
             (self.data.backend in ("auto", "dali", "torch"), "data.backend", "must be auto, dali or torch"),
             (0.0 <= self.model.mix <= 1.0, "model.mix", "must be in [0, 1]"),
             (self.optim.epochs >= 1, "optim.epochs", "must be >= 1"),
-            (self.optim.lr > 0, "optim.lr", "must be > 0"),
+            (math.isfinite(self.optim.lr) and self.optim.lr > 0, "optim.lr", "must be finite and > 0"),
+            (math.isfinite(self.optim.min_lr) and self.optim.min_lr >= 0, "optim.min_lr",
+             "must be finite and >= 0"),
+            (math.isfinite(self.optim.warmup_start_lr) and self.optim.warmup_start_lr >= 0,
+             "optim.warmup_start_lr", "must be finite and >= 0"),
             (self.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0"),
             (self.loss.distill_weight >= 0, "loss.distill_weight", "must be >= 0"),
             (self.run.zero_stage in (0, 1, 2, 3), "run.zero_stage", "must be 0, 1, 2 or 3"),
@@ -157,7 +164,20 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> None:
         current = getattr(target, leaf)
         if isinstance(current, tuple) and isinstance(value, list):
             value = tuple(value)
-        setattr(target, leaf, value)
+        setattr(target, leaf, _checked_type(dotted, current, value))
+
+
+def _checked_type(dotted: str, current: Any, value: Any) -> Any:
+    """``value`` if it has the field's type (an int may stand for a float), else ConfigError."""
+    kind = type(current)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is tuple and isinstance(value, tuple) and len(value) == len(current):
+        return tuple(_checked_type(dotted, c, v) for c, v in zip(current, value))
+    if kind is not tuple and isinstance(value, kind) and (kind is bool) == isinstance(value, bool):
+        return value
+    raise ConfigError(f"config field {dotted} must be {kind.__name__} like {current!r}, "
+                      f"got {value!r}")
 
 
 def flatten(cfg_dict: dict[str, Any], prefix: str = "") -> dict[str, Any]:

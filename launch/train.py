@@ -8,8 +8,9 @@ Examples:
   python launch/train.py --b2n synthetic --data runs/demo/shards          # one process, CPU ok
 
 The run directory (--output) receives config.json, per-epoch checkpoints (DeepSpeed state and
-consolidated weights/epoch_NNN.pt), TensorBoard logs and summary.json. Rerunning with the same
---output resumes from the last complete epoch (--no-resume starts over).
+consolidated weights/epoch_NNN.pt), TensorBoard logs, losses.jsonl (every step's loss terms)
+and summary.json. Rerunning with the same --output resumes from the last complete epoch
+(--no-resume starts over).
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
-    summary = train(cfg, protocol)
+    try:
+        summary = train(cfg, protocol)
+    except FloatingPointError as err:  # every rank raises it at the same step (see _all_finite)
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 1
     return 0 if summary is not None else 1
 
 
@@ -98,8 +103,9 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
     loader = build_loader(str(protocol.train.path), mode="train", batch_size=cfg.data.batch_size,
                           num_frames=cfg.data.num_frames, stride=cfg.data.stride,
                           image_size=cfg.data.image_size, seed=cfg.run.seed, rank=rank,
-                          world_size=world, backend=cfg.data.backend,
-                          num_workers=cfg.data.num_workers, device=device.type)
+                          world_size=world, backend=cfg.data.backend, shuffle=cfg.data.shuffle,
+                          num_workers=cfg.data.num_workers, device=device.type,
+                          flip=cfg.data.flip)
     steps_per_epoch = len(loader)
     total_steps = cfg.optim.epochs * steps_per_epoch
     schedule = lambda_for(cfg.optim.lr, total_steps=total_steps,
@@ -148,9 +154,9 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
                 teacher_frames, teacher_classes = teacher_targets(teacher, video, tokens, len(drawn))
             terms = engine(video, labels, tokens, len(drawn), teacher_frames, teacher_classes)
             values = {k: float(v.detach()) for k, v in terms._asdict().items()}
-            if not all(map(_finite, values.values())):
+            if not _all_finite(values.values(), world, device):
                 raise FloatingPointError(
-                    f"non-finite loss at step {step} (epoch {epoch}): "
+                    f"non-finite loss at step {step + 1} (epoch {epoch}); rank {rank}'s terms: "
                     + ", ".join(f"{k}={v}" for k, v in values.items())
                     + "; lower --lr, check the inputs, or use --precision fp32")
             engine.backward(terms.total * weight)
@@ -160,7 +166,8 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
             grad_norm = engine.get_global_grad_norm()
             metrics.step(step, int(valid.sum()) * world, values, engine.get_lr()[0],
                          None if grad_norm is None else float(grad_norm), loader.skipped,
-                         log_now=step % cfg.run.log_every == 0 or step == total_steps)
+                         log_now=step % cfg.run.log_every == 0 or step == total_steps,
+                         epoch=epoch, template=drawn[0])
             if cfg.run.max_steps and step >= cfg.run.max_steps:
                 stop = True
                 break
@@ -192,8 +199,19 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
     return summary
 
 
-def _finite(x: float) -> bool:
-    return x == x and abs(x) != float("inf")
+def _all_finite(values, world: int, device) -> bool:
+    """Whether every rank's loss terms are finite. Agreed over all ranks, so they all stop at the
+    same step instead of the healthy ones waiting forever in backward's all-reduce."""
+    import math
+
+    import torch
+
+    ok = all(math.isfinite(v) for v in values)
+    if world > 1:
+        flag = torch.tensor([1.0 if ok else 0.0], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        ok = bool(flag.item() > 0)
+    return ok
 
 
 def _save_epoch(engine, run_dir: Path, epoch: int, step: int, templates, cfg: TrainConfig, rank: int) -> None:

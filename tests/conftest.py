@@ -50,3 +50,16 @@ def write_test_video(path: Path, frames: int = 8, width: int = 32, height: int =
 def make_video():
     """The write_test_video function, as a fixture so tests need not import conftest."""
     return write_test_video
+
+
+@pytest.fixture(scope="session")
+def b2n_shards(tmp_path_factory) -> Path:
+    """Synthetic B2N shards for the training tests: DATA/train_split1 (24 base classes x 2 shots
+    = 48 clips), DATA/base_test and DATA/novel_test (24 clips each); 16 frames at 32 px.
+
+    Session-scoped and shared: tests must not modify it (copy it first).
+    """
+    from train_fixtures import build_b2n_shards
+
+    return build_b2n_shards(tmp_path_factory.mktemp("b2n"), clips_per_class=2, val_per_class=1,
+                            shots=2)

@@ -6,6 +6,7 @@ Layout of a run directory::
     deepspeed/epoch_003/        DeepSpeed's sharded state (weights, optimiser, scheduler)
     deepspeed/epoch_003/COMPLETE  written last: only such epochs are resumed from
     weights/epoch_003.pt        consolidated weights that evaluation reads without DeepSpeed
+    losses.jsonl                one line per optimiser step (step, epoch, loss terms, lr, template)
     averaged.pt                 launch/average_weights.py output
 """
 

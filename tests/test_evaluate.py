@@ -1,0 +1,93 @@
+"""launch/evaluate.py: one checkpoint evaluated twice gives identical numbers; the frozen-CLIP
+baseline runs; Base / Novel / HM land in results.json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from train_fixtures import EVALUATE, ROOT, process_env
+
+from kiclip.evaluation import harmonic_mean
+
+
+def _start(args, log):
+    with open(log, "w") as fh:
+        return subprocess.Popen([sys.executable, str(EVALUATE), *args], cwd=ROOT, env=process_env(),
+                                stdout=fh, stderr=subprocess.STDOUT)
+
+
+def _finish(proc, log, timeout=240):
+    rc = proc.wait(timeout=timeout)
+    assert rc == 0, log.read_text()[-3000:]
+
+
+def _checkpoint(path):
+    """A kiclip weights file as train.py writes it (random init: evaluation does not care)."""
+    import argparse
+
+    from kiclip.config import add_config_arguments, config_from_args
+    from kiclip.train.assemble import build_models
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    cfg = config_from_args(parser.parse_args(["--b2n", "synthetic", "--num-frames", "4"]))
+    torch.manual_seed(0)
+    module, _, _ = build_models(cfg.model, cfg.loss, num_frames=4, image_size=32, with_teacher=False)
+    torch.save({"model": module.state_dict(), "config": cfg.to_dict(), "epoch": 0, "step": 0}, path)
+
+
+def _tiny_clip(path):
+    from kiclip.model import create_clip
+
+    torch.manual_seed(1)
+    model, _ = create_clip("kiclip-tiny", None, vision_cfg={"image_size": 32})
+    torch.save(model.state_dict(), path)
+
+
+@pytest.mark.slow
+def test_same_checkpoint_twice_identical_and_frozen_clip_baseline(b2n_shards, tmp_path):
+    ckpt, clip = tmp_path / "epoch_000.pt", tmp_path / "tiny_clip.pt"
+    _checkpoint(ckpt)
+    _tiny_clip(clip)
+    data = ["--b2n", "synthetic", "--data", str(b2n_shards)]
+    runs = {  # three processes at once; each is single-threaded
+        "twice": _start([*data, "--checkpoint", str(ckpt), str(ckpt), "--output",
+                         str(tmp_path / "twice")], tmp_path / "twice.log"),
+        "again": _start([*data, "--checkpoint", str(ckpt), "--output", str(tmp_path / "again")],
+                        tmp_path / "again.log"),
+        "frozen": _start([*data, "--frozen-clip", "--pretrained", str(clip), "--model",
+                          "kiclip-tiny", "--output", str(tmp_path / "frozen")],
+                         tmp_path / "frozen.log"),
+    }
+    for name, proc in runs.items():
+        _finish(proc, tmp_path / f"{name}.log")
+    results = {name: json.loads((tmp_path / name / "results.json").read_text()) for name in runs}
+
+    twice, again = results["twice"], results["again"]
+    first, second = twice["runs"]
+    for key in ("base", "novel", "hm"):
+        assert first[key] == second[key] == again["runs"][0][key]  # same process, new process
+        assert twice[f"{key}_std"] == 0.0
+    for space in ("base", "novel"):
+        detail = first[f"{space}_detail"]
+        assert detail["videos"] == 24 and detail["views"] == 72 and detail["missing"] == 0
+        assert detail == second[f"{space}_detail"] == again["runs"][0][f"{space}_detail"]
+    assert first["hm"] == pytest.approx(harmonic_mean(first["base"], first["novel"]))
+    assert (tmp_path / "twice" / "results.md").read_text().startswith("| base | novel | hm |")
+
+    frozen = results["frozen"]
+    assert frozen["runs"][0]["source"] == "frozen-clip"
+    for key in ("base", "novel", "hm"):
+        assert 0.0 <= frozen[key] <= 100.0
+    assert frozen["runs"][0]["base_detail"]["videos"] == 24
+
+
+def test_missing_checkpoint_exits_2(b2n_shards, tmp_path):
+    proc = subprocess.run(check=False, args=[sys.executable, str(EVALUATE), "--b2n", "synthetic", "--data",
+                           str(b2n_shards), "--checkpoint", str(tmp_path / "nope.pt")],
+                          cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "nope.pt does not exist" in proc.stderr

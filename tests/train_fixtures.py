@@ -1,0 +1,104 @@
+"""Helpers for the training and evaluation tests: tiny B2N shards and train.py processes.
+
+Every process runs with one intra-op thread: the tests share 2 cores with each other and with
+other work, and oversubscribed torch threads make a 0.3 s step take 10 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "launch" / "train.py"
+EVALUATE = ROOT / "launch" / "evaluate.py"
+
+# A small, fast training set-up on top of the synthetic preset: 4 frames, no evaluation at the end.
+FAST = ["--b2n", "synthetic", "--num-frames", "4", "--set", "run.eval_at_end=false"]
+
+
+def build_b2n_shards(out: Path, *, clips_per_class: int, val_per_class: int, shots: int,
+                     size: int = 32, frames: int = 16, per_shard: int = 16) -> Path:
+    """launch/demo.sh's first three steps: synthetic videos → B2N split 1 → shards.
+
+    Returns the shard root holding train_split1/, base_test/ and novel_test/ (24 base classes).
+    """
+    from shard_tools import make_shards, make_splits, make_synthetic
+
+    videos, splits, shards = out / "synthetic", out / "splits", out / "shards"
+    assert make_synthetic.main(["--out", str(videos), "--seed", "0",
+                                "--clips-per-class", str(clips_per_class),
+                                "--val-per-class", str(val_per_class), "--size", str(size),
+                                "--frames", str(frames), "--workers", "1", "--no-progress"]) in (0, None)
+    assert make_splits.main(["--dataset", "synthetic", "--synthetic-dir", str(videos),
+                             "--out", str(splits), "--shots", str(shots), "--splits", "1"]) in (0, None)
+    for rows, classes, name in (("split1/train.csv", "base_classes.json", "train_split1"),
+                                ("base_test.csv", "base_classes.json", "base_test"),
+                                ("novel_test.csv", "novel_classes.json", "novel_test")):
+        assert make_shards.main(["--list", str(splits / rows), "--video-root", str(videos),
+                                 "--classes", str(splits / classes), "--out", str(shards / name),
+                                 "--samples-per-shard", str(per_shard), "--workers", "1",
+                                 "--no-progress"]) == 0
+    return shards
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               TQDM_DISABLE="1", PYTHONPATH=str(ROOT))
+    env.update(extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_train(args: list[str], *, log: Path, rank: int | None = None, world: int = 1,
+                port: int | None = None, script: Path = TRAIN) -> subprocess.Popen:
+    """``python launch/train.py ARGS`` in the background, stdout+stderr to ``log``.
+
+    With ``rank`` set, it is one of ``world`` ranks, given the environment DeepSpeed's launcher
+    would set (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+    """
+    env = process_env()
+    if rank is not None:
+        env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    with open(log, "w") as fh:
+        return subprocess.Popen([sys.executable, str(script), *args], cwd=ROOT, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT)
+
+
+def wait_ok(proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"{proc.args} timed out after {timeout} s:\n{tail(log)}") from None
+    assert rc == 0, f"{proc.args} exited {rc}:\n{tail(log)}"
+
+
+def run_train(args: list[str], *, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python launch/train.py ARGS`` to completion, output captured."""
+    return subprocess.run([sys.executable, str(TRAIN), *args], check=False, cwd=ROOT, env=process_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def tail(path: Path, chars: int = 4000) -> str:
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+
+
+def read_losses(run_dir: Path) -> list[dict]:
+    """RUN/losses.jsonl: one record per optimiser step."""
+    path = Path(run_dir) / "losses.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
