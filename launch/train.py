@@ -87,7 +87,12 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
     dtype = torch.bfloat16 if bf16 else torch.float32
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if not cfg.run.resume and ckpt.discard_checkpoints(run_dir):
+            # Starting over: an old, later epoch must never be picked up by a future resume.
+            log.warning("--no-resume: removed the earlier checkpoints in %s", run_dir)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank looks for checkpoints before rank 0 cleared them
 
     # Identical initial weights on every rank; the data order has its own seeds.
     torch.manual_seed(cfg.run.seed)

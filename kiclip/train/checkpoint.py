@@ -87,6 +87,18 @@ def epoch_weight_files(run_dir: str | Path) -> dict[int, Path]:
     return dict(sorted(out.items()))
 
 
+def discard_checkpoints(run_dir: str | Path) -> bool:
+    """Remove a run's DeepSpeed states and consolidated weights; True if there were any."""
+    import shutil
+
+    found = False
+    for folder in (ds_dir(run_dir), Path(run_dir) / "weights"):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            found = True
+    return found
+
+
 def rng_state() -> dict[str, Any]:
     state = {
         "python": random.getstate(),

@@ -1,0 +1,45 @@
+"""Run-directory checkpoint files: atomic writes and starting over with --no-resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kiclip.train import checkpoint as ckpt
+
+
+def _fake_complete_epoch(run_dir, epoch):
+    (ckpt.ds_dir(run_dir) / ckpt.epoch_tag(epoch)).mkdir(parents=True)
+    ckpt.atomic_torch_save({"model": {"w": torch.ones(2)}, "config": {}, "epoch": epoch, "step": 1},
+                           ckpt.weights_path(run_dir, epoch))
+    ckpt.mark_complete(run_dir, epoch)
+
+
+def test_discard_removes_every_resumable_epoch(tmp_path):
+    _fake_complete_epoch(tmp_path, 0)
+    _fake_complete_epoch(tmp_path, 3)
+    assert ckpt.last_complete_epoch(tmp_path) == 3
+    assert ckpt.discard_checkpoints(tmp_path) is True
+    assert ckpt.last_complete_epoch(tmp_path) is None
+    assert ckpt.epoch_weight_files(tmp_path) == {}
+    assert ckpt.discard_checkpoints(tmp_path) is False  # nothing left to remove
+
+
+def test_atomic_save_leaves_no_partial_file(tmp_path):
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    target = tmp_path / "weights" / "epoch_000.pt"
+    with pytest.raises(RuntimeError):
+        ckpt.atomic_torch_save({"model": Unpicklable()}, target)
+    assert not target.exists()
+    assert list(target.parent.iterdir()) == []  # the temporary file was removed too
+
+
+def test_load_weights_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="epoch_009.pt"):
+        ckpt.load_weights(tmp_path / "epoch_009.pt")
+    torch.save({"not_model": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt"):
+        ckpt.load_weights(tmp_path / "other.pt")
