@@ -41,7 +41,7 @@ def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: i
                  world_size: int = 1, backend: str = "auto", *, num_views: int = 3,
                  num_workers: int = 2, device: str | None = None,
                  dtype: torch.dtype = torch.float32, shuffle_buffer: int = 256,
-                 shuffle: bool = True):
+                 shuffle: bool = True, flip: bool = True):
     """An iterable of clip batches over ``shards`` (a directory, glob, tar or list of them).
 
     Each batch is ``{"video": float (B·V, 3, T, S, S), "label": long (B·V,), "key": list[str],
@@ -55,6 +55,8 @@ def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: i
     on ``device``). ``device`` defaults to "cuda" when available; ``num_workers`` is DALI's
     thread count or the DataLoader's worker count. ``shuffle=False`` keeps the stored sample
     order in train mode (clips are still randomly windowed, cropped and flipped).
+    ``flip=False`` turns off the train-time horizontal flip (for labels that name a left/right
+    direction, as in SSv2 or the synthetic world, a flip changes the class).
     """
     if mode not in ("train", "test"):
         raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
@@ -67,7 +69,7 @@ def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: i
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     spec = ClipSpec(num_frames=num_frames, stride=stride, image_size=image_size,
-                    num_views=num_views)
+                    num_views=num_views, flip=flip)
     shard_set = shards if isinstance(shards, ShardSet) else open_shards(shards)
     if backend == "auto":
         codecs = shard_codecs(shard_set)

@@ -31,6 +31,7 @@ class ClipSpec:
     stride: int = 16
     image_size: int = 224
     num_views: int = 3  # test mode only; train clips are one view
+    flip: bool = True   # train mode: random horizontal flip (off where left/right is the label)
 
     def __post_init__(self):
         for field in ("num_frames", "stride", "image_size", "num_views"):
@@ -110,7 +111,7 @@ def plan_clip(total_frames: int, height: int, width: int, spec: ClipSpec, *, mod
         short = int(rng.integers(size, int(size * SCALE_JITTER) + 1))
         h, w = resized_shape(height, width, short)
         crop = (int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1)))
-        flip = bool(rng.random() < 0.5)
+        flip = bool(rng.random() < 0.5) and spec.flip  # always drawn: other draws unchanged
     else:
         h, w = resized_shape(height, width, size)
         crop = ((h - size) // 2, (w - size) // 2)
