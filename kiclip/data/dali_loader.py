@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 import struct
 
@@ -26,6 +25,7 @@ import av
 import numpy as np
 import torch
 
+from kiclip.data.loader_base import ClipLoaderBase
 from kiclip.data.sampling import CLIP_MEAN, CLIP_STD, ClipSpec, clip_rng, plan_clip
 from kiclip.data.shards import VIDEO_EXTS, ShardSet, load_meta
 
@@ -216,7 +216,7 @@ def build_pipeline(shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: i
     return pipe
 
 
-class DaliClipLoader:
+class DaliClipLoader(ClipLoaderBase):
     """Iterable of clip batches (see :func:`kiclip.data.build_loader`) driven by DALI.
 
     ``device`` "cpu" decodes with libavcodec in DALI's threads; "cuda" decodes with NVDEC
@@ -228,22 +228,10 @@ class DaliClipLoader:
                  seed: int, rank: int, world_size: int, device: str = "cpu",
                  num_threads: int = 2, shuffle_buffer: int = 256,
                  dtype: torch.dtype = torch.float32, shuffle: bool = True):
-        self.shards, self.mode, self.spec = shards, mode, spec
-        self.shuffle = shuffle and mode == "train"
-        self.batch_size, self.seed = batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.device, self.num_threads, self.dtype = device, num_threads, dtype
-        self.shuffle_buffer = shuffle_buffer
-        self.epoch = 0
-        self.skipped = 0
-        self.views = spec.views(mode)
-        self.per_rank = math.ceil(len(shards) / world_size)
-
-    def __len__(self) -> int:
-        return math.ceil(self.per_rank / self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__(shards, mode=mode, spec=spec, batch_size=batch_size, seed=seed, rank=rank,
+                         world_size=world_size, device=device, dtype=dtype, shuffle=shuffle,
+                         shuffle_buffer=shuffle_buffer)
+        self.num_threads = num_threads
 
     def __iter__(self):
         pipe = self._pipeline(skip_samples=0)

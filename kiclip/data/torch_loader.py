@@ -16,7 +16,6 @@ fails to decode becomes such a padding row too, and is counted in ``loader.skipp
 from __future__ import annotations
 
 import logging
-import math
 import random
 
 import torch
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset import tariterators
 
 from kiclip.data.decode import DecodeError, decode_frames
+from kiclip.data.loader_base import ClipLoaderBase
 from kiclip.data.sampling import ClipSpec, clip_rng, plan_clip
 from kiclip.data.shards import VIDEO_EXTS, ShardSet, load_meta
 from kiclip.data.transforms import apply_plan
@@ -106,29 +106,17 @@ def _worker_init(_):
     torch.set_num_threads(1)  # a worker is one decode thread, like one DALI thread
 
 
-class TorchClipLoader:
+class TorchClipLoader(ClipLoaderBase):
     """Iterable of clip batches (see :func:`kiclip.data.build_loader`) from DataLoader workers."""
 
     def __init__(self, shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: int,
                  seed: int, rank: int, world_size: int, num_workers: int = 2,
                  shuffle_buffer: int = 256, device: str = "cpu",
                  dtype: torch.dtype = torch.float32, shuffle: bool = True):
-        self.shards, self.mode, self.spec = shards, mode, spec
-        self.shuffle = shuffle and mode == "train"
-        self.batch_size, self.seed = batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.num_workers, self.shuffle_buffer = num_workers, shuffle_buffer
-        self.device, self.dtype = device, dtype
-        self.epoch = 0
-        self.skipped = 0
-        self.views = spec.views(mode)
-        self.per_rank = math.ceil(len(shards) / world_size)
-
-    def __len__(self) -> int:
-        return math.ceil(self.per_rank / self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__(shards, mode=mode, spec=spec, batch_size=batch_size, seed=seed, rank=rank,
+                         world_size=world_size, device=device, dtype=dtype, shuffle=shuffle,
+                         shuffle_buffer=shuffle_buffer)
+        self.num_workers = num_workers
 
     def __iter__(self):
         stream = ClipStream(self.shards.tars, mode=self.mode, spec=self.spec, seed=self.seed,
