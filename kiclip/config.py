@@ -149,6 +149,9 @@ B2N_PRESETS: dict[str, dict[str, Any]] = {
         "run.log_every": 5,
     },
 }
+# The science check (launch/experiment_b2n.py): the synthetic preset at 48 px, so the world's
+# shapes and motion trails span more than one 8-px patch; no train-time flip (left/right labels).
+B2N_PRESETS["science"] = {**B2N_PRESETS["synthetic"], "data.image_size": 48, "data.flip": False}
 CROSS_PRESET: dict[str, Any] = {"optim.epochs": 22, "data.batch_size": 8}
 
 

@@ -98,7 +98,7 @@ def render_clip(
 
     `size` must be even (video encoders need even edges). The object stays inside the frame for
     the whole clip; speed, size, hue, start position, background and distractor are drawn from
-    `rng`. With `trails`, faint copies of the last 3 positions make one frame half-show motion.
+    `rng`. With `trails`, fading copies 2, 4 and 6 frames back make one frame half-show motion.
     """
     if size % 2 or size < 16:
         raise ValueError(f"size must be even and >= 16, got {size}")
@@ -123,7 +123,9 @@ def render_clip(
     path = _straight_path(rng, size, frames, radius, DIRECTION_VECTORS[action.direction])
     rgb = _colour_rgb(action.colour, rng)
     if trails:
-        for lag, alpha in ((3, 0.08), (2, 0.16), (1, 0.28)):
+        # Copies 6, 4 and 2 frames back, fading with age: at the world's speeds (about 1 px
+        # per frame at 48 px) one frame then shows a short tail pointing back along the path.
+        for lag, alpha in ((6, 0.15), (4, 0.3), (2, 0.45)):
             lagged = np.concatenate([np.repeat(path[:1], lag, 0), path[:-lag]])
             _paint(video, xs, ys, action.shape, lagged, radius, rgb,
                    np.full(frames, alpha, np.float32))

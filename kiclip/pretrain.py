@@ -1,0 +1,166 @@
+"""Contrastive pre-training of a small CLIP on captioned frames: the stand-in for web-scale
+CLIP pre-training when no weights can be downloaded (the teacher of the synthetic science check).
+
+The frames and their attribute words come from the caller; this module owns the web-like
+captions (attributes dropped at random), the ``open_clip.ClipLoss`` training loop and the
+zero-shot check on held-out frames. The result is a plain open_clip state dict, which
+``kiclip.model.create_clip(name, path)`` and ``train.py --pretrained`` load.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kiclip.data.sampling import CLIP_MEAN, CLIP_STD
+
+log = logging.getLogger(__name__)
+
+# What stands in for a dropped attribute, as loose alt text would say it.
+_NO_SHAPE = ("shape", "object", "thing")
+_PREFIXES = ("", "a ", "a photo of a ", "a video of a ", "an image of a ")
+
+
+def web_caption(colour: str, shape: str, direction: str, rng: np.random.Generator,
+                keep: Sequence[float] = (0.5, 0.8, 0.8)) -> str:
+    """A caption of one frame with each attribute kept with its probability in ``keep``
+    (colour, shape, direction). Colour is the easiest cue, so it is dropped most: captions
+    without it are the negatives that teach shape and motion.
+
+    E.g. "a red circle moving left", "a circle", "a photo of a red shape moving left",
+    "a shape moving left"; when every attribute is dropped one is put back, so a caption is
+    never empty of content.
+    """
+    kept = rng.random(3) < np.asarray(keep)
+    if not kept.any():
+        kept[int(rng.integers(3))] = True
+    noun = shape if kept[1] else str(rng.choice(_NO_SHAPE))
+    words = ([colour] if kept[0] else []) + [noun]
+    if kept[2]:
+        words += ["moving", direction]
+    prefix = str(rng.choice(_PREFIXES))
+    if prefix.endswith("a ") and words[0][0] in "aeiou":
+        prefix = prefix[:-2] + "an "
+    return prefix + " ".join(words)
+
+
+def frames_to_tensor(frames: np.ndarray, image_size: int) -> torch.Tensor:
+    """uint8 (N, H, W, 3) → float (N, 3, S, S): resized (bilinear, antialiased) to S and
+    normalised with CLIP's mean/std, as the test-time video loader prepares a frame."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False,
+                          antialias=True)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255
+    return (x - mean) / std
+
+
+@dataclass
+class PretrainSettings:
+    """Optimisation of the contrastive pre-training (all of it goes into the cache key)."""
+
+    steps: int = 700
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    keep: tuple[float, float, float] = (0.5, 0.8, 0.8)  # P(caption keeps colour, shape, direction)
+    max_seconds: float = 0.0     # safety cap on wall time (0 = none); stops early, logged
+
+
+def pretrain_clip(model: torch.nn.Module, tokenizer: Callable, images: torch.Tensor,
+                  attributes: Sequence[tuple[str, str, str]], settings: PretrainSettings,
+                  seed: int = 0, progress: bool = True) -> dict:
+    """Train ``model`` (an open_clip CLIP) in place with ``open_clip.ClipLoss``.
+
+    images (N, 3, S, S) normalised frames; attributes[i] = (colour, shape, direction) words of
+    frame i. Each step draws a batch of frames and a fresh web caption per frame. Returns
+    {"steps", "seconds", "first_loss", "last_loss"}.
+    """
+    import open_clip
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    loss_fn = open_clip.ClipLoss()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=settings.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    def lr_at(step: int) -> float:
+        if step < settings.warmup_steps:
+            return settings.lr * (step + 1) / settings.warmup_steps
+        done = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+    bar = _progress(settings.steps, progress)
+    model.train()
+    started = time.perf_counter()
+    first = last = float("nan")
+    step = 0
+    for step in range(settings.steps):
+        if settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
+            log.warning("stopping at step %d of %d: --minutes cap reached", step, settings.steps)
+            break
+        index = rng.choice(len(images), size=min(settings.batch_size, len(images)), replace=False)
+        captions = [web_caption(*attributes[i], rng, settings.keep) for i in index]
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        image_features = model.encode_image(images[torch.from_numpy(index)], normalize=True)
+        text_features = model.encode_text(tokenizer(captions), normalize=True)
+        loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        with torch.no_grad():  # CLIP's clamp: temperature at most 100
+            model.logit_scale.clamp_(0, math.log(100))
+        last = float(loss.detach())
+        first = last if step == 0 else first
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{last:.3f}")
+    else:
+        step = settings.steps
+    bar.close()
+    return {"steps": step, "seconds": time.perf_counter() - started,
+            "first_loss": first, "last_loss": last}
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model: torch.nn.Module, tokenizer: Callable, images: torch.Tensor,
+                       labels: torch.Tensor, class_names: Sequence[str],
+                       templates: Sequence[str]) -> torch.Tensor:
+    """Per-image correctness (N,) bool of zero-shot classification against ``class_names``,
+    classifier = per-template normalised text embeddings averaged (as evaluation does)."""
+    from kiclip.text import class_embeddings
+
+    model.eval()
+    classifier = class_embeddings(lambda t: model.encode_text(t), tokenizer, class_names,
+                                  templates, rephrased=False)
+    predictions = []
+    for chunk in images.split(1024):
+        features = F.normalize(model.encode_image(chunk), dim=-1)
+        predictions.append((features @ classifier.T).argmax(-1))
+    return torch.cat(predictions) == labels
+
+
+def _progress(total: int, enabled: bool):
+    try:
+        from tqdm import tqdm
+        return tqdm(total=total, disable=not enabled, desc="pretrain", unit="step")
+    except ImportError:  # tqdm is optional: a do-nothing bar
+        class _Bar:
+            def update(self, n): ...
+            def set_postfix(self, **kw): ...
+            def close(self): ...
+        return _Bar()

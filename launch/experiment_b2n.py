@@ -1,0 +1,343 @@
+#!/usr/bin/env python
+"""The science check of issue 6: does distillation (and knowledge injection) stop forgetting?
+
+Examples:
+  python launch/experiment_b2n.py --synthetic                          # 3 seeds + mix study
+  python launch/experiment_b2n.py --synthetic --seeds 0 --no-mix-study --epochs 2   # a quick look
+  python launch/experiment_b2n.py --synthetic --seeds 0 --methods finetune   # one arm, one seed
+
+Runs the product's own commands as subprocesses, in the order the data flows:
+make_synthetic (48-class world with motion trails) → make_splits (parity rule, 16 shots per
+base class, one few-shot draw per seed) → make_shards → train.py → average_weights.py →
+evaluate.py, for the frozen teacher (zero-shot), (a) plain fine-tuning (--no-distill
+--no-injection), (b) FROSTER (--no-injection) and (c) KICLIP (default), then the injection-mix
+study (KICLIP with --mix 0.75 and 0.9). All runs start from the pre-trained tiny teacher
+(launch/pretrain_teacher.py; trained first if --teacher does not exist). Writes
+OUTPUT/science.json, OUTPUT/science_mix.json, docs/science.md and its bar chart.
+
+Seed i of --seeds trains on few-shot split i+1 (make_splits draws split k with seed k) with
+--seed set to the seed value (init of the projectors, data order, augmentation, templates).
+Every subprocess runs single-threaded (OMP_NUM_THREADS=1, one loader worker), so a rerun of a
+seed gives the same numbers; --jobs runs that many subprocesses side by side. Steps whose
+output is complete are reused (the data, shards and teacher always; a training run when its
+averaged.pt exists and its settings did not change), so a rerun only does what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):
+    sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("kiclip.experiment_b2n")
+
+TEACHERS = {"synthetic": "cache/teacher/kiclip-tiny.pt", "science": "cache/teacher/kiclip-tiny-48.pt"}
+METHOD_FLAGS = {
+    "finetune": ["--no-distill", "--no-injection"],
+    "distill": ["--no-injection"],
+    "kiclip": [],
+}
+
+
+@dataclass
+class ExperimentSettings:
+    """Everything that decides the numbers (written into science.json's settings)."""
+
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    methods: list[str] = field(default_factory=lambda: ["finetune", "distill", "kiclip"])
+    mix_values: list[float] = field(default_factory=lambda: [0.75, 0.9])
+    # The world (make_synthetic): trails so one frame half-shows the motion, as the teacher saw.
+    clips_per_class: int = 24      # training pool per class; 16 shots are drawn from it
+    test_per_class: int = 40       # → 960 base + 960 novel test videos
+    size: int = 48
+    frames: int = 24
+    trails: bool = True
+    data_seed: int = 0
+    shots: int = 16
+    # Training (train.py on the `synthetic` preset: kiclip-tiny, 8 frames at stride 2, 32 px).
+    epochs: int = 4
+    lr: float = 3e-4
+    batch_size: int = 8
+    warmup_epochs: float = 0.5
+    views: int = 1                 # temporal views at test time
+    preset: str = "synthetic"      # train.py/evaluate.py --b2n preset (science = 48 px)
+    teacher: str = "cache/teacher/kiclip-tiny.pt"
+
+    def train_key(self) -> str:
+        blob = {k: getattr(self, k) for k in ("epochs", "lr", "batch_size", "warmup_epochs", "preset",
+                                              "clips_per_class", "size", "frames", "trails",
+                                              "data_seed", "shots", "test_per_class")}
+        blob["teacher"] = _file_digest(Path(self.teacher))
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+
+
+class Runner:
+    """Runs the product's commands as single-threaded subprocesses, logging each to a file."""
+
+    def __init__(self, work: Path, python: str = sys.executable):
+        self.work = work
+        self.python = python
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                    "PYTHONHASHSEED": "0", "TOKENIZERS_PARALLELISM": "false"}
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [str(ROOT)] + ([self.env["PYTHONPATH"]] if self.env.get("PYTHONPATH") else []))
+
+    def __call__(self, name: str, script: str, *args: str) -> None:
+        command = [self.python, str(ROOT / script), *map(str, args)]
+        started = time.perf_counter()
+        with open(self.logs / f"{name}.log", "w") as out:
+            out.write(" ".join(command) + "\n")
+            out.flush()
+            done = subprocess.run(command, cwd=ROOT, env=self.env, stdout=out, check=False,
+                                  stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            tail = (self.logs / f"{name}.log").read_text().splitlines()[-15:]
+            raise RuntimeError(f"{name} failed (exit {done.returncode}); last lines of "
+                               f"{self.logs / name}.log:\n" + "\n".join(tail))
+        log.info("%-28s %6.1f s", name, time.perf_counter() - started)
+
+
+def prepare_data(s: ExperimentSettings, work: Path, run: Runner) -> Path:
+    """Synthetic videos → splits → shards; returns the shard root (reused when complete)."""
+    data, splits, shards = work / "synthetic", work / "splits", work / "shards"
+    world = data / "world.json"
+    want = {"seed": s.data_seed, "clips_per_class": s.clips_per_class,
+            "val_per_class": s.test_per_class, "size": s.size, "frames": s.frames,
+            "trails": s.trails}
+    have = json.loads(world.read_text())["settings"] if world.is_file() else {}
+    regenerated = any(have.get(k) != v for k, v in want.items())
+    if regenerated:
+        args = ["--out", data, "--seed", s.data_seed, "--clips-per-class", s.clips_per_class,
+                "--val-per-class", s.test_per_class, "--size", s.size, "--frames", s.frames,
+                "--workers", 1, "--no-progress"] + (["--trails"] if s.trails else [])
+        run("make_synthetic", "shard_tools/make_synthetic.py", *args)
+    n_splits = len(s.seeds)
+    run("make_splits", "shard_tools/make_splits.py", "--dataset", "synthetic", "--synthetic-dir",
+        data, "--out", splits, "--shots", s.shots, "--splits", n_splits, "--seed", 0)
+    jobs = [(f"train_split{k}", splits / f"split{k}" / "train.csv", "base_classes.json")
+            for k in range(1, n_splits + 1)]
+    jobs += [("base_test", splits / "base_test.csv", "base_classes.json"),
+             ("novel_test", splits / "novel_test.csv", "novel_classes.json")]
+    for name, listing, classes in jobs:
+        # make_shards leaves a finished output with the same inputs untouched; new videos
+        # (other world settings) need --overwrite.
+        run(f"make_shards_{name}", "shard_tools/make_shards.py", "--list", listing,
+            "--video-root", data, "--classes", splits / classes, "--out", shards / name,
+            "--samples-per-shard", 256, "--workers", 1, "--no-progress",
+            *(["--overwrite"] if regenerated else []))
+    return shards
+
+
+def train_and_average(s: ExperimentSettings, shards: Path, work: Path, run: Runner,
+                      method: str, seed_index: int, mix: float | None = None) -> Path:
+    """One train.py run + average_weights.py; returns averaged.pt (reused when up to date)."""
+    seed = s.seeds[seed_index]
+    tag = f"{method}_seed{seed}" + (f"_mix{mix}" if mix is not None else "")
+    run_dir = work / "runs" / tag
+    averaged = run_dir / "averaged.pt"
+    stamp = run_dir / "experiment_key.txt"
+    key = s.train_key()
+    if averaged.is_file() and stamp.is_file() and stamp.read_text() == key:
+        log.info("%-28s reused", tag)
+        return averaged
+    flags = list(METHOD_FLAGS[method]) + (["--mix", mix] if mix is not None else [])
+    run(f"train_{tag}", "launch/train.py", "--b2n", s.preset, "--data", shards,
+        "--split", seed_index + 1, "--seed", seed, "--pretrained", ROOT / s.teacher,
+        "--output", run_dir, "--epochs", s.epochs, "--lr", s.lr, "--batch-size", s.batch_size,
+        "--workers", 1, "--no-resume", "--set", "run.eval_at_end=false",
+        "--set", f"optim.warmup_epochs={s.warmup_epochs}", "--set", "run.log_every=1000",
+        # a horizontal flip turns "moving left" into "moving right": off for this world
+        "--set", "data.flip=false", *flags)
+    run(f"average_{tag}", "launch/average_weights.py", run_dir)
+    stamp.write_text(key)
+    return averaged
+
+
+def evaluate(s: ExperimentSettings, shards: Path, work: Path, run: Runner, name: str,
+             checkpoints: list[Path] | None) -> list[dict]:
+    """evaluate.py on the checkpoints (or the frozen teacher); per-run {"seed","base","novel"}."""
+    out = work / "eval" / name
+    source = (["--checkpoint", *checkpoints] if checkpoints else
+              ["--frozen-clip", "--pretrained", ROOT / s.teacher, "--model", "kiclip-tiny"])
+    run(f"evaluate_{name}", "launch/evaluate.py", "--b2n", s.preset, "--data", shards,
+        *source, "--views", s.views, "--output", out)
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    seeds = s.seeds if checkpoints else [None]
+    return [{"seed": seed, "base": r["base"], "novel": r["novel"]} for seed, r in zip(seeds, runs)]
+
+
+def run_experiment(s: ExperimentSettings, work: Path, jobs: int = 2, mix_study: bool = True) -> dict:
+    """Everything after the teacher; returns {"main": per-method runs, "mix": ..., "wall": ...}."""
+    started = time.perf_counter()
+    run = Runner(work)
+    shards = prepare_data(s, work, run)
+    wall = {"data_s": time.perf_counter() - started}
+
+    tasks = [(m, i, None) for m in s.methods for i in range(len(s.seeds))]
+    if mix_study:
+        tasks += [("kiclip", i, mix) for mix in s.mix_values for i in range(len(s.seeds))]
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        teacher_future = pool.submit(evaluate, s, shards, work, run, "teacher", None)
+        futures = {task: pool.submit(train_and_average, s, shards, work, run, *task) for task in tasks}
+        checkpoints = {task: f.result() for task, f in futures.items()}
+        wall["train_s"] = time.perf_counter() - t0
+        groups = {m: [checkpoints[(m, i, None)] for i in range(len(s.seeds))] for m in s.methods}
+        if mix_study:
+            groups.update({f"mix{mix}": [checkpoints[("kiclip", i, mix)] for i in range(len(s.seeds))]
+                           for mix in s.mix_values})
+        evals = {name: pool.submit(evaluate, s, shards, work, run, name, ckpts)
+                 for name, ckpts in groups.items()}
+        results = {"teacher": teacher_future.result()}
+        results.update({name: f.result() for name, f in evals.items()})
+    wall["train_and_eval_s"] = time.perf_counter() - t0
+    wall["total_s"] = time.perf_counter() - started
+    main = {k: v for k, v in results.items() if not k.startswith("mix")}
+    mix = {}
+    if mix_study:
+        mix = {"0.5": results["kiclip"]} if "kiclip" in results else {}
+        mix.update({str(v): results[f"mix{v}"] for v in s.mix_values})
+    return {"main": main, "mix": mix, "wall": wall}
+
+
+PREAMBLE = """# Science check: forgetting, distillation and knowledge injection (issue 6)
+
+**What is tested.** A tiny CLIP (`kiclip-tiny`) is pre-trained contrastively on single frames
+of a synthetic world (`launch/pretrain_teacher.py`: 4 colours × 3 shapes × 4 motion
+directions, web-like captions with attributes dropped at random). It is the teacher and the
+initialisation of every run. The world's base/novel split hides a shortcut: a colour–shape
+pair is *base* when (colour index + shape index) is even, so in base some colours only ever
+come with one shape, which is false for the novel classes. Fine-tuning on 16 videos per base
+class can exploit the shortcut and forget what the teacher knew about the novel combinations;
+FROSTER's distillation and KICLIP's knowledge injection claim to prevent that.
+
+**How.** `python launch/experiment_b2n.py --synthetic` runs the product's own commands
+(make_synthetic → make_splits → make_shards → train.py → average_weights.py → evaluate.py)
+for the frozen teacher (zero-shot, `evaluate.py --frozen-clip`), (a) fine-tuning
+`--no-distill --no-injection`, (b) FROSTER `--no-injection` and (c) KICLIP (default), one
+few-shot split and one init seed per seed, then the same KICLIP with other injection mixes.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = ExperimentSettings()
+    parser = argparse.ArgumentParser(
+        prog="experiment_b2n.py", description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--synthetic", action="store_true", required=True,
+                        help="run on the synthetic 48-class world (the only world so far)")
+    parser.add_argument("--seeds", default=",".join(map(str, d.seeds)),
+                        help="comma-separated seeds, at most 3 (default 0,1,2)")
+    parser.add_argument("--methods", default=",".join(d.methods),
+                        help="subset of finetune,distill,kiclip (default: all)")
+    parser.add_argument("--output", default="results", help="folder for science.json (default results/)")
+    parser.add_argument("--doc", default="docs/science.md",
+                        help="markdown report (the chart goes beside it; default docs/science.md)")
+    parser.add_argument("--work", default="runs/science",
+                        help="data, shards, runs and logs (default runs/science)")
+    parser.add_argument("--teacher", help="pre-trained tiny CLIP (default cache/teacher/kiclip-tiny.pt, "
+                        "-48.pt for --preset science); trained with pretrain_teacher.py if missing")
+    parser.add_argument("--preset", choices=("synthetic", "science"), default=d.preset,
+                        help="train/evaluate preset: synthetic (32 px) or science (48 px); the "
+                        "teacher must be pre-trained at the same size")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--views", type=int, default=d.views, help="temporal views at test time")
+    parser.add_argument("--test-per-class", type=int, default=d.test_per_class,
+                        help="test videos per class (default 40: s.e. of one accuracy ≤ 1.6 points)")
+    parser.add_argument("--mix", default=",".join(map(str, d.mix_values)),
+                        help="injection mixes studied besides 0.5 (default 0.75,0.9)")
+    parser.add_argument("--no-mix-study", action="store_true", help="skip the injection-mix study")
+    parser.add_argument("--jobs", type=int, default=2, help="subprocesses side by side (default 2)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    methods = [m for m in args.methods.split(",") if m.strip()]
+    if not 1 <= len(seeds) <= 3 or len(set(seeds)) != len(seeds):
+        print("experiment_b2n.py: error: --seeds takes 1 to 3 distinct seeds (train.py has splits "
+              "1..3)", file=sys.stderr)
+        return 2
+    if unknown := set(methods) - set(METHOD_FLAGS):
+        print(f"experiment_b2n.py: error: unknown --methods {sorted(unknown)}", file=sys.stderr)
+        return 2
+    mix_study = not args.no_mix_study and "kiclip" in methods
+    settings = ExperimentSettings(
+        seeds=seeds, methods=methods, epochs=args.epochs, preset=args.preset, lr=args.lr, views=args.views,
+        test_per_class=args.test_per_class,
+        teacher=args.teacher or TEACHERS[args.preset],
+        mix_values=[float(x) for x in args.mix.split(",") if x.strip()] if mix_study else [])
+    started = time.perf_counter()
+    work = (ROOT / args.work) if not Path(args.work).is_absolute() else Path(args.work)
+
+    teacher_path = ROOT / settings.teacher
+    if not teacher_path.is_file():
+        log.info("no teacher at %s: pre-training it first (about 5 CPU minutes)", teacher_path)
+        from kiclip.config import B2N_PRESETS
+
+        Runner(work)("pretrain_teacher", "launch/pretrain_teacher.py", "--synthetic",
+                     "--out", teacher_path, "--no-progress", "--image-size",
+                     B2N_PRESETS[settings.preset]["data.image_size"])
+    teacher_s = time.perf_counter() - started
+
+    outcome = run_experiment(settings, work, jobs=args.jobs, mix_study=mix_study)
+
+    from kiclip.science import aggregate, check_claims, write_report
+
+    results = aggregate(outcome["main"])
+    mix = aggregate(outcome["mix"]) if outcome["mix"] else None
+    wall = {**outcome["wall"], "teacher_s": teacher_s, "all_s": time.perf_counter() - started}
+    record = {**asdict(settings), "test_videos": 48 * settings.test_per_class,
+              "train_videos": 24 * settings.shots, "wall_s": wall, "jobs": args.jobs,
+              "threads_per_process": 1, "teacher_sha256": _file_digest(teacher_path),
+              "train_flip": False, "preset": "synthetic (kiclip-tiny, 8 frames at stride 2, 32 px)",
+              "command": " ".join(["python", "launch/experiment_b2n.py", *(argv or sys.argv[1:])])}
+    teacher_record = teacher_path.with_suffix(teacher_path.suffix + ".json")
+    if teacher_record.is_file():
+        t = json.loads(teacher_record.read_text())
+        record["teacher_pretraining"] = {"steps": t["training"]["steps"],
+                                         "zero_shot_heldout_frames": t["zero_shot"]["all"],
+                                         "wall_s": t["wall_s"]}
+    teacher_note = "cached" if teacher_s < 5 else f"trained, {teacher_s / 60:.1f} min"
+    provenance = [(f"Numbers below: `{record['command']}`, {wall['all_s'] / 60:.1f} min wall "
+                   f"(teacher {teacher_note}), {os.cpu_count()} CPU cores, {args.jobs} "
+                   "subprocesses side by side, one thread each.")]
+    paths = write_report(ROOT / args.output if not Path(args.output).is_absolute() else args.output,
+                         ROOT / args.doc if not Path(args.doc).is_absolute() else args.doc,
+                         results, record, mix=mix, provenance=provenance, preamble=PREAMBLE)
+    for key, summary in results.items():
+        print(f"{key:9s} Base {summary['base']:5.1f} ± {summary['base_std']:.1f}  "
+              f"Novel {summary['novel']:5.1f} ± {summary['novel_std']:.1f}  "
+              f"HM {summary['hm']:5.1f} ± {summary['hm_std']:.1f}")
+    for key, summary in (mix or {}).items():
+        print(f"mix {key:5s} Base {summary['base']:5.1f}  Novel {summary['novel']:5.1f}  HM {summary['hm']:5.1f}")
+    if all(k in results for k in ("teacher", "finetune", "distill", "kiclip")):
+        for item in check_claims(results):
+            print(f"[{'ok' if item['holds'] else 'NO'}] {item['claim']}  ({item['values']})")
+    print(f"wrote {paths['json']} and {paths['doc']} in {wall['all_s'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

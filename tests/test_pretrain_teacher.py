@@ -1,0 +1,69 @@
+"""launch/pretrain_teacher.py: a tiny budget writes a loadable open_clip checkpoint, the cache
+is reused for the same settings and refreshed for other ones; captions drop attributes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("pretrain_teacher", REPO / "launch" / "pretrain_teacher.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pretrain_teacher"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def script():
+    return _load_script()
+
+
+def _tiny(script, steps=2):
+    args = script.build_parser().parse_args([
+        "--synthetic", "--steps", str(steps), "--batch-size", "16", "--clips-per-class", "1",
+        "--frames-per-clip", "1", "--heldout-per-class", "1"])
+    settings = script.settings_from_args(args)
+    settings.frame_set.frames = 8  # short clips: rendering is most of this test's time
+    return settings
+
+
+def test_tiny_budget_writes_loadable_checkpoint_and_reuses_cache(script, tmp_path):
+    from kiclip.model import create_clip
+
+    out = tmp_path / "teacher.pt"
+    first = script.pretrain_teacher(out, _tiny(script), progress=False)
+    assert not first["reused"] and out.is_file()
+    record = json.loads(out.with_suffix(".pt.json").read_text())
+    assert record["key"] == first["key"] and record["training"]["steps"] == 2
+    assert 0.0 <= record["zero_shot"]["all"] <= 100.0 and record["zero_shot"]["frames"] == 48
+
+    model, tokenizer = create_clip("kiclip-tiny", out)  # strict load: every key, every shape
+    assert tokenizer(["a red circle"]).shape == (1, model.context_length)
+
+    stamp = out.stat().st_mtime_ns
+    again = script.pretrain_teacher(out, _tiny(script), progress=False)
+    assert again["reused"] and out.stat().st_mtime_ns == stamp
+
+    other = script.pretrain_teacher(out, _tiny(script, steps=3), progress=False)
+    assert not other["reused"] and other["key"] != first["key"]
+
+
+def test_web_captions_drop_attributes_but_never_everything():
+    from kiclip.pretrain import web_caption
+
+    rng = np.random.default_rng(0)
+    captions = {web_caption("red", "circle", "left", rng) for _ in range(300)}
+    assert any("red" in c and "circle" in c and "left" in c for c in captions)
+    assert any("red" not in c for c in captions) and any("left" not in c for c in captions)
+    assert any("circle" not in c for c in captions)
+    content = ("red", "circle", "left")
+    assert all(any(word in c for word in content) for c in captions)
