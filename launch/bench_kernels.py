@@ -47,7 +47,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=10, help="untimed iterations per backend (compilation included)")
     p.add_argument("--iters", type=int, default=50, help="timed iterations per backend; the median is reported")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
-    p.add_argument("--peak-gbs", type=float, default=None, help="HBM peak GB/s for the %%-of-peak column (default: from the card's name)")
+    p.add_argument("--peak-gbs", type=float, default=None,
+                   help="HBM peak GB/s for the %%-of-peak column (default: from the card's name)")
     p.add_argument(
         "--allow-cpu",
         action="store_true",
@@ -185,7 +186,8 @@ def main(argv=None) -> int:
         "smoke_cpu": not on_gpu,
         "dtype": args.dtype,
         "peak_gbs": peak,
-        "shapes": {"inject_layernorm": [rows, d], "distill_visual": [n_vis, args.embed], "distill_text": [args.classes, args.embed]},
+        "shapes": {"inject_layernorm": [rows, d], "distill_visual": [n_vis, args.embed],
+                   "distill_text": [args.classes, args.embed]},
         "iters": args.iters,
         "results": results,
     }

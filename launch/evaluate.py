@@ -3,7 +3,8 @@
 
 Examples:
   python launch/evaluate.py --b2n k400 --data shards/k400 --checkpoint runs/k400_s1/averaged.pt
-  python launch/evaluate.py --b2n k400 --data shards/k400 --checkpoint runs/s1/averaged.pt runs/s2/averaged.pt runs/s3/averaged.pt
+  python launch/evaluate.py --b2n k400 --data shards/k400 \
+      --checkpoint runs/s1/averaged.pt runs/s2/averaged.pt runs/s3/averaged.pt
   python launch/evaluate.py --b2n k400 --data shards/k400 --frozen-clip --pretrained /path/ViT-B-16.pt
   python launch/evaluate.py --cross-dataset --data shards/ucf101 --checkpoint runs/k400_full/averaged.pt
 
@@ -92,6 +93,7 @@ def _evaluate_one(args, source: str, spaces: dict) -> dict:
 
     from kiclip.evaluation import evaluate_label_space, harmonic_mean
     from kiclip.inference import frozen_clip_model, load_checkpoint_model
+    from kiclip.runtime import configure_cpu_threads
 
     if source == "frozen-clip":
         if not args.pretrained:
@@ -106,6 +108,8 @@ def _evaluate_one(args, source: str, spaces: dict) -> dict:
     if args.loader:
         cfg.data.backend = args.loader
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        configure_cpu_threads(cfg.data.num_workers)
     module.to(device)
     result = {"source": source}
     for name, shard_set in spaces.items():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -73,6 +74,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
 
     from kiclip.data import build_loader
     from kiclip.evaluation import evaluate_label_space, harmonic_mean
+    from kiclip.runtime import configure_cpu_threads
     from kiclip.text import TemplateSampler, looks_rephrased
     from kiclip.train import checkpoint as ckpt
     from kiclip.train.assemble import build_models
@@ -82,6 +84,9 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
     from kiclip.train.step import PromptTokens, parameter_groups, teacher_targets
 
     rank, world, device = init_distributed()
+    if device.type == "cpu":
+        configure_cpu_threads(cfg.data.num_workers,
+                              int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     run_dir = Path(cfg.run.output)
     bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and device.type == "cuda")
     dtype = torch.bfloat16 if bf16 else torch.float32

@@ -125,7 +125,7 @@ def _read_lines(path: Path) -> list[str]:
 
 def _is_header(number: int, lines: list[str]) -> bool:
     """True when line `number` is the first non-blank, non-comment line of the file."""
-    return all(not l.strip() or l.strip().startswith("#") for l in lines[: number - 1])
+    return all(not line.strip() or line.strip().startswith("#") for line in lines[: number - 1])
 
 
 def _classes_from_json(path: Path, text: str) -> dict[int, object]:

@@ -203,7 +203,7 @@ def test_max_shard_bytes_closes_shards_early(tiny_synthetic, tmp_path):
 
 def test_transcode_to_vp9_with_short_side(tiny_synthetic, tmp_path):
     (tmp_path / "few.csv").write_text(
-        "".join(l + "\n" for l in (tiny_synthetic / "val.csv").read_text().splitlines()[:4])
+        "".join(row + "\n" for row in (tiny_synthetic / "val.csv").read_text().splitlines()[:4])
         + "videos/not_there.avi,0\n")
     config = ShardConfig(tmp_path / "few.csv", tiny_synthetic, tiny_synthetic / "classes.json",
                          tmp_path / "out", transcode="vp9", short_side=16, gop=4)

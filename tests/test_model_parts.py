@@ -57,7 +57,7 @@ def test_optimiser_steps_train_student_and_projectors_only():
     sampler = TemplateSampler(seed=0)
     student.train()
     teacher.train()
-    for step in range(2):
+    for _ in range(2):
         v = torch.randn(2, 3, T, 32, 32)
         labels = torch.tensor([0, 2])
         templates = sampler.draw()

@@ -16,7 +16,7 @@ from kiclip.train.assemble import build_models
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "launch"))
-import predict
+import predict  # noqa: E402
 
 CLASSES = "juggling,surfing,playing guitar,riding a bike,cooking,swimming"
 

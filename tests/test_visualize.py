@@ -26,8 +26,8 @@ from kiclip.inference import load_checkpoint_model, load_video_clips
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "launch"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import visualize
-from test_predict import save_tiny_checkpoint
+import visualize  # noqa: E402
+from test_predict import save_tiny_checkpoint  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 
-def video_logits(frame_features: torch.Tensor, class_embeddings: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def video_logits(frame_features: torch.Tensor, class_embeddings: torch.Tensor,
+                 logit_scale: torch.Tensor) -> torch.Tensor:
     """Mean over frames of ``exp(logit_scale) * cos(frame, class)``.
 
     frame_features (B, T, D) unnormalised; class_embeddings (C, D) (normalised or not);
