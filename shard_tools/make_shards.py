@@ -1,6 +1,6 @@
 """Videos + a list file -> WebDataset tar shards, a DALI index beside each, and manifest.json.
 
-    python shard_tools/make_shards.py --list train.csv --video-root /data/k400 \
+    python shard_tools/make_shards.py --list train.csv --video-root videos/k400 \
         --classes classes.json --out shards/k400/train [--transcode vp9 --short-side 256]
 
 Every video is probed first (PyAV decodes all its frames, in parallel): missing, empty,

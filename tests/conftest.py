@@ -63,3 +63,17 @@ def b2n_shards(tmp_path_factory) -> Path:
 
     return build_b2n_shards(tmp_path_factory.mktemp("b2n"), clips_per_class=2, val_per_class=1,
                             shots=2)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch and BLAS thread for the test: tiny tensors on a shared 2-core machine gain
+    nothing from thread pools, and oversubscribed pools make them many times slower."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from kiclip.config import B2N_PRESETS, TrainConfig, apply_overrides
 from kiclip.train.assemble import build_models
@@ -37,14 +36,7 @@ def save_tiny_checkpoint(path: Path, perturb: float = 0.0, seed: int = 0) -> Pat
     return path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors on a shared 2-core machine: thread pools only add contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

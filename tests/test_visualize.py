@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from threadpoolctl import threadpool_limits
 from torch import nn
 
 from kiclip.eigencam import (
@@ -29,14 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import visualize  # noqa: E402
 from test_predict import save_tiny_checkpoint  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
