@@ -81,7 +81,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
     from kiclip.train.distributed import deepspeed_config, init_distributed
     from kiclip.train.metrics import RunMetrics
     from kiclip.train.schedule import lambda_for
-    from kiclip.train.step import PromptTokens, parameter_groups, teacher_targets
+    from kiclip.train.step import PromptTokens, TeacherTargets, parameter_groups
 
     rank, world, device = init_distributed()
     if device.type == "cpu":
@@ -108,6 +108,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
         teacher.to(device=device, dtype=dtype)
     names = protocol.train.classes
     prompts = PromptTokens(tokenizer, names, looks_rephrased(names), device)
+    targets = TeacherTargets(teacher, prompts) if teacher is not None else None
     templates = TemplateSampler(cfg.run.seed)
 
     loader = build_loader(str(protocol.train.path), mode="train", batch_size=cfg.data.batch_size,
@@ -160,8 +161,8 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
             else:
                 video, labels, weight = video[valid], labels[valid], 1.0
             teacher_frames = teacher_classes = None
-            if teacher is not None:
-                teacher_frames, teacher_classes = teacher_targets(teacher, video, tokens, len(drawn))
+            if targets is not None:
+                teacher_frames, teacher_classes = targets(video, drawn)
             terms = engine(video, labels, tokens, len(drawn), teacher_frames, teacher_classes)
             values = {k: float(v.detach()) for k, v in terms._asdict().items()}
             if not _all_finite(values.values(), world, device):

@@ -41,11 +41,25 @@ def _template_average(features: torch.Tensor, num_templates: int) -> torch.Tenso
     return nn.functional.normalize(feats.mean(0), dim=-1)
 
 
-@torch.no_grad()
-def teacher_targets(teacher: Teacher, video: torch.Tensor, tokens: torch.Tensor,
-                    num_templates: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The frozen teacher's per-frame features (B, T, D) and class embeddings (C, D)."""
-    return teacher.encode_frames(video), _template_average(teacher.encode_text(tokens), num_templates)
+class TeacherTargets:
+    """The frozen teacher's distillation targets for one label space.
+
+    Its text side never changes, so every template's normalised class embeddings are computed
+    once at set-up; a step only averages the drawn templates' rows (same result as encoding
+    the drawn prompts, without a text-tower pass per step).
+    """
+
+    @torch.no_grad()
+    def __init__(self, teacher: Teacher, prompts: PromptTokens):
+        self.teacher = teacher
+        self._by_template = {t: nn.functional.normalize(teacher.encode_text(prompts([t])).float(), dim=-1)
+                             for t in ALL_TEMPLATES}
+
+    @torch.no_grad()
+    def __call__(self, video: torch.Tensor, templates: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame features (B, T, D) of ``video`` and class embeddings (C, D) for ``templates``."""
+        classes = torch.stack([self._by_template[t] for t in templates]).mean(0)
+        return self.teacher.encode_frames(video), nn.functional.normalize(classes, dim=-1)
 
 
 class PromptTokens:
