@@ -164,7 +164,8 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
             if targets is not None:
                 teacher_frames, teacher_classes = targets(video, drawn)
             terms = engine(video, labels, tokens, len(drawn), teacher_frames, teacher_classes)
-            values = {k: float(v.detach()) for k, v in terms._asdict().items()}
+            # One device-to-host copy per step for all the terms (the NaN check needs them).
+            values = dict(zip(terms._fields, torch.stack([t.detach().float() for t in terms]).tolist()))
             if not _all_finite(values.values(), world, device):
                 raise FloatingPointError(
                     f"non-finite loss at step {step + 1} (epoch {epoch}); rank {rank}'s terms: "
