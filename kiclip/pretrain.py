@@ -30,6 +30,11 @@ _PREFIXES = ("", "a ", "a photo of a ", "a video of a ", "an image of a ")
 
 def web_caption(colour: str, shape: str, direction: str, rng: np.random.Generator,
                 keep: Sequence[float] = (0.5, 0.8, 0.8)) -> str:
+    return _web_caption(colour, shape, direction, rng, keep)[0]
+
+
+def _web_caption(colour: str, shape: str, direction: str, rng: np.random.Generator,
+                 keep: Sequence[float]) -> tuple[str, np.ndarray]:
     """A caption of one frame with each attribute kept with its probability in ``keep``
     (colour, shape, direction). Colour is the easiest cue, so it is dropped most: captions
     without it are the negatives that teach shape and motion.
@@ -48,7 +53,40 @@ def web_caption(colour: str, shape: str, direction: str, rng: np.random.Generato
     prefix = str(rng.choice(_PREFIXES))
     if prefix.endswith("a ") and words[0][0] in "aeiou":
         prefix = prefix[:-2] + "an "
-    return prefix + " ".join(words)
+    return prefix + " ".join(words), kept
+
+
+def clean_batch(attributes: Sequence[tuple[str, str, str]], rng: np.random.Generator,
+                keep: Sequence[float], size: int, max_tries: int = 0) -> tuple[list[int], list[str]]:
+    """A batch with no false negatives: frames in random order, each with a fresh web
+    caption, a frame joining only when its caption describes no frame already in the batch
+    and no caption already in the batch describes it ("a circle" rules out every other
+    circle). ClipLoss treats every off-diagonal pair as a negative; with random batches of
+    48 classes and dropped attributes many of them are true matches, which pushes apart
+    exactly the images (same colour, other shape) that shape and motion must separate.
+    Returns (frame indices, captions); the batch may be smaller than ``size``.
+    """
+    n = len(attributes)
+    tries = max_tries or 8 * size
+    index, captions, kept_masks, values = [], [], [], []
+    for i in rng.choice(n, size=min(n, tries), replace=False):
+        caption, kept = _web_caption(*attributes[i], rng, keep)
+        mine = attributes[i]
+        clash = False
+        for other, other_kept in zip(values, kept_masks):
+            if (all(mine[k] == other[k] for k in range(3) if kept[k])
+                    or all(mine[k] == other[k] for k in range(3) if other_kept[k])):
+                clash = True
+                break
+        if clash:
+            continue
+        index.append(int(i))
+        captions.append(caption)
+        kept_masks.append(kept)
+        values.append(mine)
+        if len(index) == size:
+            break
+    return index, captions
 
 
 def frames_to_tensor(frames: np.ndarray, image_size: int) -> torch.Tensor:
@@ -73,6 +111,10 @@ class PretrainSettings:
     warmup_steps: int = 100
     weight_decay: float = 0.1
     keep: tuple[float, float, float] = (0.5, 0.8, 0.8)  # P(caption keeps colour, shape, direction)
+    batching: str = "random"     # "random" frames, or "clean": no caption describes another frame
+    logit_scale: float = 0.0     # initial temperature (0 = open_clip's 1/0.07)
+    learn_scale: bool = True     # False: the temperature stays at its initial value
+    text_freeze_steps: int = 0   # the text tower stays at its random init for this many steps
     max_seconds: float = 0.0     # safety cap on wall time (0 = none); stops early, logged
 
 
@@ -90,6 +132,12 @@ def pretrain_clip(model: torch.nn.Module, tokenizer: Callable, images: torch.Ten
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     loss_fn = open_clip.ClipLoss()
+    if settings.batching not in ("random", "clean"):
+        raise ValueError(f"batching must be 'random' or 'clean', got {settings.batching!r}")
+    if settings.logit_scale:
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(settings.logit_scale))
+    model.logit_scale.requires_grad_(settings.learn_scale)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
@@ -102,6 +150,8 @@ def pretrain_clip(model: torch.nn.Module, tokenizer: Callable, images: torch.Ten
         done = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
         return settings.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
+    visual = {id(p) for p in model.visual.parameters()} | {id(model.logit_scale)}
+    text_params = [p for p in model.parameters() if id(p) not in visual]
     bar = _progress(settings.steps, progress)
     model.train()
     started = time.perf_counter()
@@ -111,8 +161,12 @@ def pretrain_clip(model: torch.nn.Module, tokenizer: Callable, images: torch.Ten
         if settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
             log.warning("stopping at step %d of %d: --minutes cap reached", step, settings.steps)
             break
-        index = rng.choice(len(images), size=min(settings.batch_size, len(images)), replace=False)
-        captions = [web_caption(*attributes[i], rng, settings.keep) for i in index]
+        if settings.batching == "clean":
+            picked, captions = clean_batch(attributes, rng, settings.keep, settings.batch_size)
+            index = np.asarray(picked)
+        else:
+            index = rng.choice(len(images), size=min(settings.batch_size, len(images)), replace=False)
+            captions = [web_caption(*attributes[i], rng, settings.keep) for i in index]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         image_features = model.encode_image(images[torch.from_numpy(index)], normalize=True)
@@ -120,6 +174,9 @@ def pretrain_clip(model: torch.nn.Module, tokenizer: Callable, images: torch.Ten
         loss = loss_fn(image_features, text_features, model.logit_scale.exp())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if step < settings.text_freeze_steps:
+            for p in text_params:
+                p.grad = None
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         with torch.no_grad():  # CLIP's clamp: temperature at most 100

@@ -34,6 +34,12 @@ DEFAULT_OUT = "cache/teacher/kiclip-tiny.pt"
 FORMAT_VERSION = 2  # bump when the recipe changes in a way the settings do not show
 
 
+# PretrainSettings fields added after FORMAT_VERSION 2, left out of the cache key at these
+# values so that teachers trained before them stay valid.
+_LATER_DEFAULTS = {"batching": "random", "logit_scale": 0.0, "learn_scale": True,
+                   "text_freeze_steps": 0}
+
+
 @dataclass
 class FrameSetSettings:
     """The rendered frames; match the clips the experiment trains on (make_synthetic)."""
@@ -58,7 +64,11 @@ class TeacherSettings:
         """Cache key: a hash of everything that determines the weights."""
         from kiclip.pretrain import PretrainSettings
 
-        full = {**asdict(self), "optim": asdict(PretrainSettings(**self.optim))}  # defaults too
+        optim = asdict(PretrainSettings(**self.optim))  # defaults too
+        for name, default in _LATER_DEFAULTS.items():  # knobs added later: off = old key
+            if optim.get(name) == default:
+                optim.pop(name)
+        full = {**asdict(self), "optim": optim}
         blob = json.dumps({"v": FORMAT_VERSION, **full}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -168,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=700,
                         help="optimiser steps (default 700: about 5 minutes with rendering on "
                         "2 quiet cores, 10-15 on a busy machine)")
+    parser.add_argument("--batching", choices=("random", "clean"), default="random",
+                        help="random (default): --batch-size random frames; clean: no caption in a "
+                        "batch describes another frame of it (no false negatives, ~24 frames)")
+    parser.add_argument("--text-freeze-steps", type=int, default=0,
+                        help="keep the text tower at its random init for the first N steps "
+                        "(default 0; see docs/science.md)")
     parser.add_argument("--minutes", type=float, default=0.0,
                         help="wall-time cap: stop early if reached (default: none; the step count "
                         "decides, so the weights do not depend on the machine's speed)")
@@ -191,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> TeacherSettings:
     fs = FrameSetSettings(clips_per_class=args.clips_per_class, frames_per_clip=args.frames_per_clip,
                           heldout_per_class=args.heldout_per_class, trails=not args.no_trails)
+    freeze = args.text_freeze_steps
     optim = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+             "batching": args.batching, "text_freeze_steps": freeze,
              "warmup_steps": min(100, max(1, args.steps // 10)),
              "max_seconds": 60.0 * args.minutes}
     return TeacherSettings(seed=args.seed, frame_set=fs, optim=optim, image_size=args.image_size)

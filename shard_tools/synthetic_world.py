@@ -24,6 +24,9 @@ DIRECTION_VECTORS = ((-1.0, 0.0), (1.0, 0.0), (0.0, -1.0), (0.0, 1.0))
 
 CLASS_INDEX_RULE = "(colour * n_shapes + shape) * n_directions + direction"
 
+# The moving object's radius as a fraction of the frame edge, drawn per clip.
+OBJECT_RADIUS = (0.09, 0.14)
+
 
 @dataclass(frozen=True)
 class ActionClass:
@@ -119,7 +122,7 @@ def render_clip(
     _paint(video, xs, ys, int(rng.integers(len(SHAPES))), d_path, d_radius,
            _colour_rgb(other, rng), np.ones(frames, np.float32))
 
-    radius = size * rng.uniform(0.09, 0.14)
+    radius = size * rng.uniform(*OBJECT_RADIUS)
     path = _straight_path(rng, size, frames, radius, DIRECTION_VECTORS[action.direction])
     rgb = _colour_rgb(action.colour, rng)
     if trails:
@@ -155,7 +158,7 @@ def _straight_path(rng, size, frames, radius, direction) -> np.ndarray:
     """Centres (frames, 2) moving along `direction`, inside the frame start to end."""
     low, high = radius + 1.0, size - radius - 1.0
     distance = min(size * rng.uniform(0.3, 0.55), high - low)
-    along = rng.uniform(low, high - distance)  # start of the path along the motion axis
+    along = rng.uniform(low, max(low, high - distance))  # start of the path along the motion axis
     dx, dy = direction
     sign = dx + dy  # +1 for right/down, -1 for left/up
     start = along if sign > 0 else along + distance

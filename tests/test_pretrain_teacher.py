@@ -67,3 +67,28 @@ def test_web_captions_drop_attributes_but_never_everything():
     assert any("circle" not in c for c in captions)
     content = ("red", "circle", "left")
     assert all(any(word in c for word in content) for c in captions)
+
+
+def test_clean_batches_have_no_false_negatives():
+    from kiclip.pretrain import clean_batch
+    from shard_tools.synthetic_world import COLOURS, DIRECTIONS, SHAPES, all_classes
+
+    attributes = [(COLOURS[a.colour], SHAPES[a.shape], DIRECTIONS[a.direction])
+                  for a in all_classes()] * 20
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        index, captions = clean_batch(attributes, rng, (0.5, 0.8, 0.8), 128)
+        assert 8 <= len(index) == len(captions) <= 48 and len(set(index)) == len(index)
+        for i, caption in zip(index, captions):
+            words = set(caption.split())
+            described = [j for j in index
+                         if all(w in (attributes[j]) for w in words & set(COLOURS + SHAPES + DIRECTIONS))]
+            assert described == [i], (caption, [attributes[j] for j in described])
+
+
+def test_old_settings_keep_their_cache_key(script):
+    settings = script.settings_from_args(script.build_parser().parse_args(["--synthetic"]))
+    assert settings.key() == script.TeacherSettings(optim={
+        "steps": 700, "batch_size": 128, "lr": 2e-3, "warmup_steps": 70, "max_seconds": 0.0}).key()
+    clean = script.settings_from_args(script.build_parser().parse_args(["--synthetic", "--batching", "clean"]))
+    assert clean.key() != settings.key()
