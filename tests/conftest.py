@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    # Triton decides interpreted vs compiled once, at its first use; whichever test module
+    # imports it first (directly or through a library), kernel tests need the interpreter here.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from fractions import Fraction
 from pathlib import Path
 

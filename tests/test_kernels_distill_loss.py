@@ -3,26 +3,12 @@
 Runs on CPU through Triton's interpreter, and on CUDA when a GPU is present.
 """
 
-import os
-
 import pytest
 import torch
+from kernel_devices import DEVICES, DTYPES  # first: sets TRITON_INTERPRET before kernels.ops
 
-if not torch.cuda.is_available():
-    # Must precede the first import of kernels.ops (see test_kernels_inject_layernorm.py).
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-pytest.importorskip("triton")
-
-from kernels.ops._common import INTERPRETED
 from kernels.ops.distill_loss import TOLERANCES, distill_loss_triton
 from kernels.reference import distill_loss_reference
-
-DEVICES = [
-    pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="CPU needs TRITON_INTERPRET=1")),
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
-]
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
 def _pair(shape, dtype, device, teacher_dtype=None, teacher_requires_grad=False, seed=0):

@@ -3,28 +3,12 @@
 Runs on CPU through Triton's interpreter, and on CUDA when a GPU is present.
 """
 
-import os
-
 import pytest
 import torch
+from kernel_devices import DEVICES, DTYPES  # first: sets TRITON_INTERPRET before kernels.ops
 
-if not torch.cuda.is_available():
-    # @triton.jit picks interpreted vs compiled when kernels.ops is first imported, so this must
-    # precede that import. Nothing else imports kernels.ops on a CPU-only machine (the dispatcher
-    # imports it only on the Triton path), so test-module import order does not matter.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-pytest.importorskip("triton")
-
-from kernels.ops._common import INTERPRETED
 from kernels.ops.inject_layernorm import TOLERANCES, inject_layernorm_triton
 from kernels.reference import inject_layernorm_reference
-
-DEVICES = [
-    pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="CPU needs TRITON_INTERPRET=1")),
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")),
-]
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
 def _inputs(shape, dtype, device, f_requires_grad=True, weight_dtype=None, seed=0):
