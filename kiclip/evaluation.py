@@ -45,11 +45,12 @@ def view_summed_accuracy(batches: Iterable[dict], logits_fn: Callable[[torch.Ten
 
 @torch.no_grad()
 def evaluate_label_space(student, tokenizer, shard_set, data_cfg, *, device: torch.device,
-                         dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+                         dtype: torch.dtype = torch.float32, seed: int = 0, cache=None) -> dict:
     """Top-1 of ``student`` (a VideoStudent) on one label space's test shards.
 
-    All 29 templates build the classifier (cached per label space while the weights do not
-    change); each video contributes ``data_cfg.num_views`` temporal views, summed.
+    All 29 templates build the classifier; pass a ``kiclip.text.ClassifierCache`` to reuse it
+    across calls while the weights do not change. Each video contributes
+    ``data_cfg.num_views`` temporal views, summed.
     """
     from kiclip.data import build_loader
     from kiclip.model import video_logits
@@ -58,7 +59,8 @@ def evaluate_label_space(student, tokenizer, shard_set, data_cfg, *, device: tor
     was_training = student.training
     student.eval()
     rephrased = looks_rephrased(shard_set.classes)
-    cache = _classifier_caches.setdefault((id(tokenizer), rephrased), ClassifierCache(tokenizer, rephrased))
+    if cache is None or cache.rephrased != rephrased:
+        cache = ClassifierCache(tokenizer, rephrased)
     classifier = cache.get(student, shard_set.classes)
     loader = build_loader(str(shard_set.path), mode="test", batch_size=data_cfg.eval_batch_size,
                           num_frames=data_cfg.num_frames, stride=data_cfg.stride,
@@ -76,6 +78,3 @@ def evaluate_label_space(student, tokenizer, shard_set, data_cfg, *, device: tor
     student.train(was_training)
     return result
 
-
-# One classifier cache per tokenizer, so repeated evaluations of unchanged weights reuse it.
-_classifier_caches: dict[tuple, object] = {}

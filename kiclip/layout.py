@@ -25,10 +25,6 @@ class ShardSet:
     classes: list[str]
     total: int
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
 
 def read_shard_set(path: str | Path) -> ShardSet:
     """Read and check ``path/manifest.json``; ConfigError naming the file on any problem."""

@@ -92,7 +92,13 @@ def class_embeddings(
         tokens = tokens.to(device)
     step = chunk_size or len(prompts)
     features = torch.cat([encode_text(tokens[i:i + step]) for i in range(0, len(prompts), step)])
-    features = F.normalize(features.float(), dim=-1).view(len(templates), len(class_names), -1)
+    return average_templates(features, len(templates))
+
+
+def average_templates(features: torch.Tensor, num_templates: int) -> torch.Tensor:
+    """(P·C, D) template-major text features → (C, D) class embeddings: per-template
+    normalise, average over the P templates, renormalise (METHOD §4)."""
+    features = F.normalize(features.float(), dim=-1).view(num_templates, -1, features.shape[-1])
     return F.normalize(features.mean(dim=0), dim=-1)
 
 

@@ -7,8 +7,8 @@ import copy
 import torch
 
 from kiclip.model import Teacher, create_clip
-from kiclip.text import ALL_TEMPLATES, RAW_TEMPLATE, class_embeddings
-from kiclip.train.step import PromptTokens, TeacherTargets, _template_average, parameter_groups
+from kiclip.text import ALL_TEMPLATES, RAW_TEMPLATE, average_templates, class_embeddings
+from kiclip.train.step import PromptTokens, TeacherTargets, parameter_groups
 
 NAMES = ["red circle moving left", "blue square moving up", "green triangle moving down"]
 
@@ -27,7 +27,7 @@ def test_cached_teacher_classes_equal_encoding_the_drawn_prompts():
     frames, classes = targets(video, drawn)
     direct = class_embeddings(teacher.encode_text, tokenizer, NAMES, drawn, rephrased=False)
     torch.testing.assert_close(classes, direct, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(_template_average(teacher.encode_text(prompts(drawn)), 2), direct,
+    torch.testing.assert_close(average_templates(teacher.encode_text(prompts(drawn)), 2), direct,
                                rtol=1e-5, atol=1e-6)
     assert frames.shape == (2, 2, teacher.clip.visual.output_dim)
     assert not frames.requires_grad and not classes.requires_grad

@@ -13,7 +13,7 @@ from torch import nn
 
 from kiclip.losses import KiclipLoss, LossTerms
 from kiclip.model import Teacher, VideoStudent
-from kiclip.text import ALL_TEMPLATES, build_prompts
+from kiclip.text import ALL_TEMPLATES, average_templates, build_prompts
 
 
 class KiclipTrainModule(nn.Module):
@@ -30,15 +30,9 @@ class KiclipTrainModule(nn.Module):
                 teacher_classes: torch.Tensor | None) -> LossTerms:
         """video (B,3,T,H,W), labels (B,), tokens (P·C, L) for P templates × C classes."""
         frames = self.student.encode_frames(video)
-        classes = _template_average(self.student.encode_text(tokens), num_templates)
+        classes = average_templates(self.student.encode_text(tokens), num_templates)
         return self.loss(frames, classes, labels, self.student.logit_scale,
                          teacher_frames, teacher_classes)
-
-
-def _template_average(features: torch.Tensor, num_templates: int) -> torch.Tensor:
-    """(P·C, D) → (C, D): per-template normalise, average, renormalise (METHOD §4)."""
-    feats = nn.functional.normalize(features.float(), dim=-1).view(num_templates, -1, features.shape[-1])
-    return nn.functional.normalize(feats.mean(0), dim=-1)
 
 
 class TeacherTargets:
@@ -67,12 +61,11 @@ class PromptTokens:
 
     def __init__(self, tokenizer: Callable, class_names: Sequence[str], rephrased: bool,
                  device: torch.device):
-        self.num_classes = len(class_names)
         self._by_template = {t: tokenizer(build_prompts(class_names, t, rephrased)).to(device)
                              for t in ALL_TEMPLATES}
 
     def __call__(self, templates: Sequence[str]) -> torch.Tensor:
-        """Tokens (P·C, L), template-major, as ``_template_average`` expects."""
+        """Tokens (P·C, L), template-major, as ``average_templates`` expects."""
         return torch.cat([self._by_template[t] for t in templates])
 
 
