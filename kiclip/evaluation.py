@@ -19,7 +19,8 @@ def view_summed_accuracy(batches: Iterable[dict], logits_fn: Callable[[torch.Ten
 
     ``batches`` yield the loader contract (video (B,3,T,H,W), label (B,), key list, valid (B,));
     ``logits_fn`` maps a video batch to (B, C) logits. Padded entries (valid=False) are ignored.
-    Returns {"top1": percent, "videos": n, "views": n}.
+    Returns {"top1": percent, "videos": n, "views": n, "per_class_top1": {label: percent}}:
+    the per-class figures show which classes a method gains or loses, which one mean hides.
     """
     sums: dict[str, torch.Tensor] = {}
     labels: dict[str, int] = {}
@@ -35,8 +36,14 @@ def view_summed_accuracy(batches: Iterable[dict], logits_fn: Callable[[torch.Ten
             views += 1
     if not sums:
         raise RuntimeError("evaluation saw no videos: the test shards decoded to nothing")
-    correct = sum(int(int(sums[k].argmax()) == labels[k]) for k in sums)
-    result = {"top1": 100.0 * correct / len(sums), "videos": len(sums), "views": views}
+    hits = {k: int(sums[k].argmax()) == labels[k] for k in sums}
+    per_class: dict[int, list[int]] = {}
+    for key, hit in hits.items():
+        counts = per_class.setdefault(labels[key], [0, 0])
+        counts[0] += hit
+        counts[1] += 1
+    result = {"top1": 100.0 * sum(hits.values()) / len(sums), "videos": len(sums), "views": views,
+              "per_class_top1": {str(c): 100.0 * n / total for c, (n, total) in sorted(per_class.items())}}
     if expected_videos is not None:
         result["missing"] = expected_videos - len(sums)
     return result

@@ -105,7 +105,7 @@ def frames_to_tensor(frames: np.ndarray, image_size: int) -> torch.Tensor:
 class PretrainSettings:
     """Optimisation of the contrastive pre-training (all of it goes into the cache key)."""
 
-    steps: int = 700
+    steps: int = 400
     batch_size: int = 128
     lr: float = 2e-3
     warmup_steps: int = 100
@@ -114,7 +114,11 @@ class PretrainSettings:
     batching: str = "random"     # "random" frames, or "clean": no caption describes another frame
     logit_scale: float = 0.0     # initial temperature (0 = open_clip's 1/0.07)
     learn_scale: bool = True     # False: the temperature stays at its initial value
-    text_freeze_steps: int = 0   # the text tower stays at its random init for this many steps
+    # The text tower stays at its random init for this many steps. Without it the tiny CLIP
+    # settles on colour alone: colour is learnt first, the text tower then maps every shape and
+    # direction word of a colour to one point, and no gradient is left to separate them. Frozen,
+    # its random (but distinct) caption embeddings make the image tower learn shape and motion.
+    text_freeze_steps: int = 120
     max_seconds: float = 0.0     # safety cap on wall time (0 = none); stops early, logged
 
 

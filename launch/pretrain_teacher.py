@@ -6,10 +6,11 @@ Examples:
   python launch/pretrain_teacher.py --synthetic --steps 200 --out /tmp/t.pt
   python launch/train.py --b2n synthetic --data SHARDS --pretrained cache/teacher/kiclip-tiny.pt
 
-Renders single frames of all 48 classes of the synthetic world (with faint motion trails by
-default, so one frame half-shows the motion), captions each frame web-style with attributes
+Renders single frames of all 48 classes of the synthetic world (with a fading tail behind the
+moving object by default, so one frame shows which way it moves), captions each frame web-style with attributes
 dropped at random ("a red circle moving left", "a circle", "a red shape moving left", ...),
-and trains `kiclip-tiny` contrastively with open_clip's ClipLoss. Writes a plain open_clip
+and trains `kiclip-tiny` contrastively with open_clip's ClipLoss, the text tower held at its
+random init for the first --text-freeze-steps (without that it learns colour only). Writes a plain open_clip
 state dict (loadable by --pretrained) and OUT.json with the settings, the cache key and the
 zero-shot accuracy on held-out frames. A second run with the same settings reuses the file.
 """
@@ -28,16 +29,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from shard_tools.synthetic_world import parse_radius_range  # noqa: E402  (after the path set-up)
+
 log = logging.getLogger("kiclip.pretrain_teacher")
 
 DEFAULT_OUT = "cache/teacher/kiclip-tiny.pt"
-FORMAT_VERSION = 2  # bump when the recipe changes in a way the settings do not show
-
-
-# PretrainSettings fields added after FORMAT_VERSION 2, left out of the cache key at these
-# values so that teachers trained before them stay valid.
-_LATER_DEFAULTS = {"batching": "random", "logit_scale": 0.0, "learn_scale": True,
-                   "text_freeze_steps": 0}
+FORMAT_VERSION = 3  # bump when the recipe changes in a way the settings do not show
+# (3: trails drawn in radii behind the object, not frames back along the path)
 
 
 @dataclass
@@ -50,6 +48,7 @@ class FrameSetSettings:
     size: int = 48                 # render size (make_synthetic --size)
     frames: int = 24               # clip length (sets the speed, as make_synthetic --frames)
     trails: bool = True            # make_synthetic --trails
+    object_radius: tuple[float, float] = (0.16, 0.22)  # make_synthetic --object-radius
 
 
 @dataclass
@@ -65,9 +64,6 @@ class TeacherSettings:
         from kiclip.pretrain import PretrainSettings
 
         optim = asdict(PretrainSettings(**self.optim))  # defaults too
-        for name, default in _LATER_DEFAULTS.items():  # knobs added later: off = old key
-            if optim.get(name) == default:
-                optim.pop(name)
         full = {**asdict(self), "optim": optim}
         blob = json.dumps({"v": FORMAT_VERSION, **full}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -88,7 +84,7 @@ def render_frame_set(fs: FrameSetSettings, seed: int, stream: int, per_class: in
     for action in all_classes():
         for n in range(per_class):
             rng = np.random.default_rng(np.random.SeedSequence([seed, 100 + stream, action.index, n]))
-            clip = render_clip(action, rng, fs.size, fs.frames, fs.trails)
+            clip = render_clip(action, rng, fs.size, fs.frames, fs.trails, tuple(fs.object_radius))
             picks = rng.choice(fs.frames, size=frames_per_clip, replace=False)
             frames.append(clip[np.sort(picks)])
             labels += [action.index] * frames_per_clip
@@ -168,6 +164,17 @@ def pretrain_teacher(out: Path, settings: TeacherSettings, progress: bool = True
     return record
 
 
+def _keep_probabilities(text: str) -> tuple[float, float, float]:
+    try:
+        keep = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        keep = ()
+    if len(keep) != 3 or not all(0.0 < k <= 1.0 for k in keep):
+        raise argparse.ArgumentTypeError(f"expected three probabilities in (0, 1], e.g. 0.5,0.8,0.8; "
+                                         f"got {text!r}")
+    return keep
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pretrain_teacher.py", description=__doc__.split("\n\n")[0],
@@ -175,15 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic", action="store_true", required=True,
                         help="pre-train on the synthetic world (the only source so far)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"weights file (default {DEFAULT_OUT})")
-    parser.add_argument("--steps", type=int, default=700,
-                        help="optimiser steps (default 700: about 5 minutes with rendering on "
-                        "2 quiet cores, 10-15 on a busy machine)")
+    parser.add_argument("--steps", type=int, default=400,
+                        help="optimiser steps (default 400: about 2 minutes with rendering on "
+                        "2 quiet cores, 5-8 on a busy machine)")
     parser.add_argument("--batching", choices=("random", "clean"), default="random",
                         help="random (default): --batch-size random frames; clean: no caption in a "
                         "batch describes another frame of it (no false negatives, ~24 frames)")
-    parser.add_argument("--text-freeze-steps", type=int, default=0,
+    parser.add_argument("--text-freeze-steps", type=int, default=120,
                         help="keep the text tower at its random init for the first N steps "
-                        "(default 0; see docs/science.md)")
+                        "(default 120; with 0 the teacher learns colour only, see docs/science.md)")
     parser.add_argument("--minutes", type=float, default=0.0,
                         help="wall-time cap: stop early if reached (default: none; the step count "
                         "decides, so the weights do not depend on the machine's speed)")
@@ -194,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--heldout-per-class", type=int, default=FrameSetSettings.heldout_per_class)
     parser.add_argument("--no-trails", action="store_true",
                         help="frames without motion trails (direction is then invisible)")
+    parser.add_argument("--object-radius", type=parse_radius_range, default="0.16,0.22",
+                        metavar="LOW,HIGH", help="object radius range as make_synthetic takes it "
+                        "(default 0.16,0.22, the science check's world)")
+    parser.add_argument("--keep", type=_keep_probabilities, default="0.5,0.8,0.8",
+                        metavar="C,S,D", help="probability that a caption keeps the colour, shape, "
+                        "direction (default 0.5,0.8,0.8)")
     parser.add_argument("--image-size", type=int, default=32,
                         help="input size (default 32, the `synthetic` preset's; 48 for `science`)")
     parser.add_argument("--seed", type=int, default=0)
@@ -206,9 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> TeacherSettings:
     fs = FrameSetSettings(clips_per_class=args.clips_per_class, frames_per_clip=args.frames_per_clip,
-                          heldout_per_class=args.heldout_per_class, trails=not args.no_trails)
+                          heldout_per_class=args.heldout_per_class, trails=not args.no_trails,
+                          object_radius=args.object_radius)
     freeze = args.text_freeze_steps
-    optim = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+    optim = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "keep": args.keep,
              "batching": args.batching, "text_freeze_steps": freeze,
              "warmup_steps": min(100, max(1, args.steps // 10)),
              "max_seconds": 60.0 * args.minutes}

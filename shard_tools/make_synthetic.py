@@ -34,7 +34,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from shard_tools.cli_common import default_workers, parallel_map, setup_logging
-from shard_tools.synthetic_world import all_classes, render_clip, world_description
+from shard_tools.synthetic_world import (
+    OBJECT_RADIUS,
+    all_classes,
+    parse_radius_range,
+    render_clip,
+    world_description,
+)
 from shard_tools.video_io import CODECS, DEFAULT_CODEC, encode_frames
 
 log = logging.getLogger("make_synthetic")
@@ -55,6 +61,7 @@ class SyntheticSettings:
     codec: str = DEFAULT_CODEC
     gop: int = 16
     trails: bool = False
+    object_radius: tuple[float, float] = OBJECT_RADIUS
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,8 @@ def _make_clip(job: _ClipJob) -> str:
     s = job.settings
     seed = np.random.SeedSequence([s.seed, SPLITS[job.split], job.label, job.number])
     frames = render_clip(
-        all_classes()[job.label], np.random.default_rng(seed), s.size, s.frames, s.trails
+        all_classes()[job.label], np.random.default_rng(seed), s.size, s.frames, s.trails,
+        tuple(s.object_radius),
     )
     path = Path(job.out) / job.relpath
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gop", type=int, default=defaults.gop,
                    help="keyframe interval for vp9/h264 (mjpeg is all keyframes)")
     p.add_argument("--trails", action="store_true",
-                   help="draw faint motion trails, so a single frame half-shows motion")
+                   help="draw a fading tail behind the moving object, so a single frame "
+                        "shows which way it moves")
+    p.add_argument("--object-radius", type=parse_radius_range, default=defaults.object_radius,
+                   metavar="LOW,HIGH",
+                   help="range of the moving object's radius as a fraction of the frame edge "
+                        "(the science check uses 0.16,0.22: the shape then spans more than one "
+                        "8-px patch of kiclip-tiny)")
     p.add_argument("--workers", type=int, default=default_workers(),
                    help="processes rendering in parallel")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -154,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = SyntheticSettings(
         seed=args.seed, clips_per_class=args.clips_per_class, val_per_class=args.val_per_class,
         size=args.size, frames=args.frames, fps=args.fps, codec=args.codec, gop=args.gop,
-        trails=args.trails,
+        trails=args.trails, object_radius=args.object_radius,
     )
     if settings.size % 2 or settings.size < 16:
         raise SystemExit(f"--size must be even and >= 16 (video encoders need even edges), "

@@ -71,6 +71,19 @@ def all_classes() -> list[ActionClass]:
     return classes
 
 
+def parse_radius_range(text: str) -> tuple[float, float]:
+    """"LOW,HIGH" (fractions of the frame edge) → (low, high); the type of --object-radius."""
+    import argparse
+
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 0.16,0.22), got {text!r}") from None
+    if not 0.0 < low <= high <= 0.25:
+        raise argparse.ArgumentTypeError(f"need 0 < LOW <= HIGH <= 0.25, got {text!r}")
+    return low, high
+
+
 def world_description() -> dict:
     """The attribute lists and, per class index, its attribute indices (world.json's core)."""
     return {
@@ -96,12 +109,15 @@ def render_clip(
     size: int = 64,
     frames: int = 32,
     trails: bool = False,
+    object_radius: tuple[float, float] = OBJECT_RADIUS,
 ) -> np.ndarray:
     """Render one clip of `action`: uint8 RGB frames, shape (frames, size, size, 3).
 
     `size` must be even (video encoders need even edges). The object stays inside the frame for
     the whole clip; speed, size, hue, start position, background and distractor are drawn from
-    `rng`. With `trails`, fading copies 2, 4 and 6 frames back make one frame half-show motion.
+    `rng`; `object_radius` is the (low, high) range of the object's radius as a fraction of the
+    edge. With `trails`, a fading tail of copies behind the object (0.5, 1 and 1.5 radii back
+    along the motion) makes one frame show which way it moves.
     """
     if size % 2 or size < 16:
         raise ValueError(f"size must be even and >= 16, got {size}")
@@ -122,15 +138,19 @@ def render_clip(
     _paint(video, xs, ys, int(rng.integers(len(SHAPES))), d_path, d_radius,
            _colour_rgb(other, rng), np.ones(frames, np.float32))
 
-    radius = size * rng.uniform(*OBJECT_RADIUS)
+    low, high = object_radius
+    if not 0.0 < low <= high <= 0.25:
+        raise ValueError(f"object_radius must satisfy 0 < low <= high <= 0.25, got {object_radius}")
+    radius = size * rng.uniform(low, high)
     path = _straight_path(rng, size, frames, radius, DIRECTION_VECTORS[action.direction])
     rgb = _colour_rgb(action.colour, rng)
     if trails:
-        # Copies 6, 4 and 2 frames back, fading with age: at the world's speeds (about 1 px
-        # per frame at 48 px) one frame then shows a short tail pointing back along the path.
-        for lag, alpha in ((6, 0.15), (4, 0.3), (2, 0.45)):
-            lagged = np.concatenate([np.repeat(path[:1], lag, 0), path[:-lag]])
-            _paint(video, xs, ys, action.shape, lagged, radius, rgb,
+        # A tail set in radii, not in frames: the world's speeds (under 1 px per frame at
+        # 48 px) would leave copies a few frames back hidden under the object itself, and a
+        # 32-px model could not see which side the tail is on.
+        back = -np.asarray(DIRECTION_VECTORS[action.direction], np.float32)
+        for offset, alpha in ((1.5, 0.15), (1.0, 0.3), (0.5, 0.45)):
+            _paint(video, xs, ys, action.shape, path + back * (offset * radius), radius, rgb,
                    np.full(frames, alpha, np.float32))
     _paint(video, xs, ys, action.shape, path, radius, rgb, np.ones(frames, np.float32))
 

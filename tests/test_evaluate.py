@@ -91,3 +91,22 @@ def test_missing_checkpoint_exits_2(b2n_shards, tmp_path):
                            str(b2n_shards), "--checkpoint", str(tmp_path / "nope.pt")],
                           cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "nope.pt does not exist" in proc.stderr
+
+
+def test_view_summed_accuracy_sums_views_and_reports_each_class():
+    import torch
+
+    from kiclip.evaluation import view_summed_accuracy
+
+    # Video "a" (class 0) has two views that only agree once summed; "b" and "c" are class 1,
+    # "c" is wrong; the padded entry must not count.
+    batches = [
+        {"video": torch.tensor([[3.0, 0.0], [0.0, 1.0]]), "label": torch.tensor([0, 1]),
+         "key": ["a", "b"], "valid": torch.tensor([True, True])},
+        {"video": torch.tensor([[0.0, 2.0], [5.0, 0.0], [0.0, 9.0]]), "label": torch.tensor([0, 1, 0]),
+         "key": ["a", "c", "pad"], "valid": torch.tensor([True, True, False])},
+    ]
+    result = view_summed_accuracy(batches, lambda video: video, expected_videos=3)
+    assert result["videos"] == 3 and result["views"] == 4 and result["missing"] == 0
+    assert result["per_class_top1"] == {"0": 100.0, "1": 50.0}
+    assert abs(result["top1"] - 200.0 / 3) < 1e-9

@@ -86,9 +86,31 @@ def test_clean_batches_have_no_false_negatives():
             assert described == [i], (caption, [attributes[j] for j in described])
 
 
-def test_old_settings_keep_their_cache_key(script):
+def test_command_line_defaults_are_the_library_defaults(script):
+    """The cached teacher's key must not depend on how it was asked for."""
     settings = script.settings_from_args(script.build_parser().parse_args(["--synthetic"]))
     assert settings.key() == script.TeacherSettings(optim={
-        "steps": 700, "batch_size": 128, "lr": 2e-3, "warmup_steps": 70, "max_seconds": 0.0}).key()
+        "steps": 400, "batch_size": 128, "lr": 2e-3, "warmup_steps": 40, "max_seconds": 0.0}).key()
     clean = script.settings_from_args(script.build_parser().parse_args(["--synthetic", "--batching", "clean"]))
     assert clean.key() != settings.key()
+
+
+def test_text_tower_stays_at_init_while_frozen_then_trains():
+    import torch
+
+    from kiclip.model import create_clip
+    from kiclip.pretrain import PretrainSettings, pretrain_clip
+
+    torch.manual_seed(0)
+    model, tokenizer = create_clip("kiclip-tiny")
+    images = torch.randn(32, 3, 32, 32)
+    attributes = [("red", "circle", "left"), ("blue", "square", "up")] * 16
+    text_before = model.token_embedding.weight.detach().clone()
+    visual_before = model.visual.conv1.weight.detach().clone()
+    frozen = PretrainSettings(steps=3, batch_size=8, warmup_steps=1, text_freeze_steps=3)
+    pretrain_clip(model, tokenizer, images, attributes, frozen, progress=False)
+    assert torch.equal(model.token_embedding.weight, text_before)
+    assert not torch.equal(model.visual.conv1.weight, visual_before)
+    thawed = PretrainSettings(steps=3, batch_size=8, warmup_steps=1, text_freeze_steps=1)
+    pretrain_clip(model, tokenizer, images, attributes, thawed, progress=False)
+    assert not torch.equal(model.token_embedding.weight, text_before)

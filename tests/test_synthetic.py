@@ -143,3 +143,39 @@ def test_cli_runs_as_a_script_and_has_help(tmp_path):
                           str(tmp_path / "e"), "--size", "33"], cwd=REPO, capture_output=True,
                          text=True, check=False)
     assert bad.returncode != 0 and "--size must be even" in bad.stderr
+
+
+@pytest.mark.parametrize("direction", range(4))
+def test_trail_copies_lie_behind_the_object_along_its_motion(direction, monkeypatch):
+    painted = []
+    real_paint = world._paint
+
+    def recording_paint(video, xs, ys, shape, centres, radius, rgb, alpha):
+        painted.append((np.array(centres), float(radius), float(alpha[0])))
+        real_paint(video, xs, ys, shape, centres, radius, rgb, alpha)
+
+    monkeypatch.setattr(world, "_paint", recording_paint)
+    action = world.ActionClass(colour=0, shape=1, direction=direction)
+    world.render_clip(action, np.random.default_rng(3), 48, 8, trails=True, object_radius=(0.16, 0.22))
+    # Order of painting: distractor, three trail copies (oldest first), the object itself.
+    assert len(painted) == 5
+    path, radius, _ = painted[-1]
+    assert 0.16 * 48 <= radius <= 0.22 * 48
+    step = np.asarray(world.DIRECTION_VECTORS[direction], np.float32)
+    for (centres, _, alpha), offset in zip(painted[1:4], (1.5, 1.0, 0.5)):
+        behind = (path - centres) @ step  # distance from the copy forward to the object
+        assert np.allclose(behind, offset * radius, atol=1e-4) and 0.0 < alpha < 0.5
+
+
+def test_object_radius_outside_the_frame_is_refused():
+    with pytest.raises(ValueError, match="object_radius"):
+        world.render_clip(world.all_classes()[0], np.random.default_rng(0), 32, 4, object_radius=(0.2, 0.4))
+
+
+def test_object_radius_argument_parses_and_names_the_problem():
+    import argparse
+
+    assert world.parse_radius_range("0.16,0.22") == (0.16, 0.22)
+    for bad in ("0.2", "0.3,0.1", "a,b", "0.1,0.3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="LOW"):
+            world.parse_radius_range(bad)

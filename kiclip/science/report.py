@@ -114,8 +114,8 @@ def interpret(results: Mapping[str, Mapping], test_videos: int | None = None) ->
     lines = [
         f"- **Fine-tuning alone** moves Base from {t['base']:.1f} to {a['base']:.1f} and Novel "
         f"from {t['novel']:.1f} to {a['novel']:.1f}: "
-        + ("it learns the base classes and forgets what the teacher knew about the novel ones "
-           "(the colour→shape shortcut of the base half does not hold for novel classes)."
+        + ("it learns the base classes and loses part of what the teacher knew about the novel "
+           "ones (which classes lose: the per-class figures in evaluate.py's results.json)."
            if a["base"] > t["base"] and a["novel"] < t["novel"] else
            "the expected trade (Base up, Novel down) is not fully there in these numbers."),
         f"- **Distillation (FROSTER)** gives Base {b['base']:.1f}, Novel {b['novel']:.1f}: "
@@ -173,9 +173,10 @@ def render_markdown(results: Mapping[str, Mapping], settings: Mapping, *,
     if mix:
         parts.append("### Injection mix study\n")
         parts.append("KICLIP (distillation + KI) with the student-stream weight `mix` in "
-                     "`h = mix·h + (1−mix)·f` (0.5 is the paper's); same seeds, splits and "
-                     "schedule as above.\n")
-        parts.append(_table(mix, {k: f"mix = {k}" for k in mix}))
+                     "`h = mix·h + (1−mix)·f` (0.5 is the paper's; 1.0 injects nothing, which "
+                     "is the distillation-only arm (b)); same seeds, splits and schedule as above.\n")
+        parts.append(_table(mix, {k: f"mix = {k}" + (" (= (b))" if float(k) == 1.0 else "")
+                                  for k in mix}))
         parts.append("")
         parts += _mix_reading(mix)
         parts.append("")
