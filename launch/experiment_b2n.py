@@ -298,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         seeds=seeds, methods=methods, epochs=args.epochs, preset=args.preset, lr=args.lr, views=args.views,
         test_per_class=args.test_per_class,
         teacher=args.teacher or TEACHERS[args.preset],
-        mix_values=[float(x) for x in args.mix.split(",") if x.strip()] if mix_study else [])
+        # 0.5 is the kiclip arm and 1.0 (nothing injected) the distill arm: not trained twice.
+        mix_values=[v for v in (float(x) for x in args.mix.split(",") if x.strip())
+                    if v not in (0.5, 1.0)] if mix_study else [])
     started = time.perf_counter()
     work = (ROOT / args.work) if not Path(args.work).is_absolute() else Path(args.work)
 
