@@ -42,6 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(ROOT))
 
+from shard_tools.synthetic_world import (  # noqa: E402  (after the path set-up)
+    SCIENCE_OBJECT_RADIUS,
+    format_radius_range,
+)
+
 log = logging.getLogger("kiclip.experiment_b2n")
 
 TEACHERS = {"synthetic": "cache/teacher/kiclip-tiny.pt", "science": "cache/teacher/kiclip-tiny-48.pt"}
@@ -60,14 +65,13 @@ class ExperimentSettings:
     methods: list[str] = field(default_factory=lambda: ["finetune", "distill", "kiclip"])
     # Besides 0.5 (kiclip) and 1.0 (no injection at all: the distill arm, reused): 0.75.
     mix_values: list[float] = field(default_factory=lambda: [0.75])
-    # The world (make_synthetic): trails so one frame half-shows the motion, as the teacher saw.
+    # The world (make_synthetic): trails so one frame shows the motion, as the teacher saw.
     clips_per_class: int = 24      # training pool per class; 16 shots are drawn from it
     test_per_class: int = 40       # → 960 base + 960 novel test videos
     size: int = 48
     frames: int = 24
     trails: bool = True
-    # Objects big enough that their shape spans more than one 8-px patch at 32 px (as the teacher's).
-    object_radius: tuple[float, float] = (0.16, 0.22)
+    object_radius: tuple[float, float] = SCIENCE_OBJECT_RADIUS  # as the teacher's frames
     data_seed: int = 0
     shots: int = 16
     # Training (train.py on the `synthetic` preset: kiclip-tiny, 8 frames at stride 2, 32 px).
@@ -133,7 +137,7 @@ def prepare_data(s: ExperimentSettings, work: Path, run: Runner) -> Path:
     if regenerated:
         args = ["--out", data, "--seed", s.data_seed, "--clips-per-class", s.clips_per_class,
                 "--val-per-class", s.test_per_class, "--size", s.size, "--frames", s.frames,
-                "--object-radius", ",".join(map(str, s.object_radius)),
+                "--object-radius", format_radius_range(s.object_radius),
                 "--workers", 1, "--no-progress"] + (["--trails"] if s.trails else [])
         run("make_synthetic", "shard_tools/make_synthetic.py", *args)
     n_splits = len(s.seeds)
@@ -311,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
 
         Runner(work)("pretrain_teacher", "launch/pretrain_teacher.py", "--synthetic",
                      "--out", teacher_path, "--no-progress",
-                     "--object-radius", ",".join(map(str, settings.object_radius)), "--image-size",
+                     "--object-radius", format_radius_range(settings.object_radius), "--image-size",
                      B2N_PRESETS[settings.preset]["data.image_size"])
     teacher_s = time.perf_counter() - started
 

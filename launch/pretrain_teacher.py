@@ -7,12 +7,13 @@ Examples:
   python launch/train.py --b2n synthetic --data SHARDS --pretrained cache/teacher/kiclip-tiny.pt
 
 Renders single frames of all 48 classes of the synthetic world (with a fading tail behind the
-moving object by default, so one frame shows which way it moves), captions each frame web-style with attributes
-dropped at random ("a red circle moving left", "a circle", "a red shape moving left", ...),
-and trains `kiclip-tiny` contrastively with open_clip's ClipLoss, the text tower held at its
-random init for the first --text-freeze-steps (without that it learns colour only). Writes a plain open_clip
-state dict (loadable by --pretrained) and OUT.json with the settings, the cache key and the
-zero-shot accuracy on held-out frames. A second run with the same settings reuses the file.
+moving object by default, so one frame shows which way it moves), captions each frame
+web-style with attributes dropped at random ("a red circle moving left", "a circle", "a red
+shape moving left", ...), and trains `kiclip-tiny` contrastively with open_clip's ClipLoss,
+the text tower held at its random init for the first --text-freeze-steps (without that it
+learns colour only). Writes a plain open_clip state dict (loadable by --pretrained) and
+OUT.json with the settings, the cache key and the zero-shot accuracy on held-out frames. A
+second run with the same settings reuses the file.
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shard_tools.synthetic_world import parse_radius_range  # noqa: E402  (after the path set-up)
+from shard_tools.synthetic_world import (  # noqa: E402  (after the path set-up)
+    SCIENCE_OBJECT_RADIUS,
+    format_radius_range,
+    parse_radius_range,
+)
 
 log = logging.getLogger("kiclip.pretrain_teacher")
 
@@ -48,7 +53,7 @@ class FrameSetSettings:
     size: int = 48                 # render size (make_synthetic --size)
     frames: int = 24               # clip length (sets the speed, as make_synthetic --frames)
     trails: bool = True            # make_synthetic --trails
-    object_radius: tuple[float, float] = (0.16, 0.22)  # make_synthetic --object-radius
+    object_radius: tuple[float, float] = SCIENCE_OBJECT_RADIUS  # make_synthetic --object-radius
 
 
 @dataclass
@@ -84,7 +89,7 @@ def render_frame_set(fs: FrameSetSettings, seed: int, stream: int, per_class: in
     for action in all_classes():
         for n in range(per_class):
             rng = np.random.default_rng(np.random.SeedSequence([seed, 100 + stream, action.index, n]))
-            clip = render_clip(action, rng, fs.size, fs.frames, fs.trails, tuple(fs.object_radius))
+            clip = render_clip(action, rng, fs.size, fs.frames, fs.trails, fs.object_radius)
             picks = rng.choice(fs.frames, size=frames_per_clip, replace=False)
             frames.append(clip[np.sort(picks)])
             labels += [action.index] * frames_per_clip
@@ -201,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--heldout-per-class", type=int, default=FrameSetSettings.heldout_per_class)
     parser.add_argument("--no-trails", action="store_true",
                         help="frames without motion trails (direction is then invisible)")
-    parser.add_argument("--object-radius", type=parse_radius_range, default="0.16,0.22",
-                        metavar="LOW,HIGH", help="object radius range as make_synthetic takes it "
-                        "(default 0.16,0.22, the science check's world)")
+    parser.add_argument("--object-radius", type=parse_radius_range,
+                        default=format_radius_range(SCIENCE_OBJECT_RADIUS), metavar="LOW,HIGH",
+                        help="object radius range as make_synthetic takes it (default "
+                        f"{format_radius_range(SCIENCE_OBJECT_RADIUS)}, the science check's world)")
     parser.add_argument("--keep", type=_keep_probabilities, default="0.5,0.8,0.8",
                         metavar="C,S,D", help="probability that a caption keeps the colour, shape, "
                         "direction (default 0.5,0.8,0.8)")

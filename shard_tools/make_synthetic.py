@@ -83,7 +83,7 @@ def _make_clip(job: _ClipJob) -> str:
     seed = np.random.SeedSequence([s.seed, SPLITS[job.split], job.label, job.number])
     frames = render_clip(
         all_classes()[job.label], np.random.default_rng(seed), s.size, s.frames, s.trails,
-        tuple(s.object_radius),
+        s.object_radius,
     )
     path = Path(job.out) / job.relpath
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,9 @@ CLASS_INDEX_RULE = "(colour * n_shapes + shape) * n_directions + direction"
 
 # The moving object's radius as a fraction of the frame edge, drawn per clip.
 OBJECT_RADIUS = (0.09, 0.14)
+# The science check's world (experiment_b2n, pretrain_teacher): a shape then spans more than one
+# 8-px patch of kiclip-tiny at 32 px.
+SCIENCE_OBJECT_RADIUS = (0.16, 0.22)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,14 @@ def all_classes() -> list[ActionClass]:
     return classes
 
 
+def check_radius_range(object_radius) -> tuple[float, float]:
+    """(low, high) as floats, or ValueError: the object must fit the frame (0 < low <= high <= 0.25)."""
+    low, high = (float(x) for x in object_radius)
+    if not 0.0 < low <= high <= 0.25:
+        raise ValueError(f"object_radius must satisfy 0 < LOW <= HIGH <= 0.25, got {low},{high}")
+    return low, high
+
+
 def parse_radius_range(text: str) -> tuple[float, float]:
     """"LOW,HIGH" (fractions of the frame edge) → (low, high); the type of --object-radius."""
     import argparse
@@ -79,9 +90,15 @@ def parse_radius_range(text: str) -> tuple[float, float]:
         low, high = (float(x) for x in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LOW,HIGH (e.g. 0.16,0.22), got {text!r}") from None
-    if not 0.0 < low <= high <= 0.25:
-        raise argparse.ArgumentTypeError(f"need 0 < LOW <= HIGH <= 0.25, got {text!r}")
-    return low, high
+    try:
+        return check_radius_range((low, high))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def format_radius_range(object_radius) -> str:
+    """(low, high) → "LOW,HIGH", as --object-radius takes it."""
+    return ",".join(str(float(x)) for x in object_radius)
 
 
 def world_description() -> dict:
@@ -121,6 +138,7 @@ def render_clip(
     """
     if size % 2 or size < 16:
         raise ValueError(f"size must be even and >= 16, got {size}")
+    low, high = check_radius_range(object_radius)
     if frames < 2:
         raise ValueError(f"frames must be >= 2, got {frames}")
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
@@ -138,9 +156,6 @@ def render_clip(
     _paint(video, xs, ys, int(rng.integers(len(SHAPES))), d_path, d_radius,
            _colour_rgb(other, rng), np.ones(frames, np.float32))
 
-    low, high = object_radius
-    if not 0.0 < low <= high <= 0.25:
-        raise ValueError(f"object_radius must satisfy 0 < low <= high <= 0.25, got {object_radius}")
     radius = size * rng.uniform(low, high)
     path = _straight_path(rng, size, frames, radius, DIRECTION_VECTORS[action.direction])
     rgb = _colour_rgb(action.colour, rng)
