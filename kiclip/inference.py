@@ -126,15 +126,17 @@ def count_video_frames(path: str | os.PathLike) -> tuple[int, int, int]:
 
 def load_video_clips(path: str | os.PathLike, spec: ClipSpec) -> tuple[torch.Tensor, np.ndarray]:
     """Test-mode clips of one video file: float (V, 3, T, S, S) normalised, and the frame
-    indices (V, T) they show. Raises FileNotFoundError / VideoReadError naming the file."""
+    indices (V, T) they show. Frames are turned upright as the file's display matrix (or
+    ``rotate`` tag) says, as a player shows them. Raises FileNotFoundError / VideoReadError naming the file."""
     frames, height, width = count_video_frames(path)
     plan = plan_clip(frames, height, width, spec, mode="test", seed=0, epoch=0, key=str(path))
     try:
-        decoded = decode_frames(str(path), plan.frames.reshape(-1))
+        decoded = decode_frames(str(path), plan.frames.reshape(-1), rotation=None)
     except DecodeError as exn:
         raise VideoReadError(f"video {path} could not be decoded: {exn}") from exn
     if decoded.shape[1:3] != (height, width):
-        # The header's size disagreed with the frames (rare, e.g. anamorphic streams).
+        # The frames were turned upright (a portrait phone video: the header gives the coded,
+        # sideways size) or the header's size disagreed with the frames (e.g. anamorphic).
         plan = plan_clip(frames, decoded.shape[1], decoded.shape[2], spec, mode="test", seed=0,
                          epoch=0, key=str(path))
     return apply_plan(decoded, plan, spec.image_size), plan.frames

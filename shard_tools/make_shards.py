@@ -263,6 +263,7 @@ def _sample_meta(row: ListRow, classes: list[ClassName], info: VideoInfo) -> dic
         "width": info.width,
         "height": info.height,
         "codec": info.codec,
+        "rotation": info.rotation,
     }
 
 
@@ -392,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=(
             "Pack the videos of a list file into WebDataset tar shards (video bytes + a json "
-            "with label, class name, video id, frames, fps, size, codec), write a DALI index "
+            "with label, class name, video id, frames, fps, upright size, codec, display rotation), write a DALI index "
             "(.idx) beside each tar and OUT/manifest.json. Unreadable videos are skipped and "
             "listed with their reason in the manifest."
         ),

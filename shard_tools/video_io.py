@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from kiclip.rotation import RotationError, display_rotation, rotate_upright, upright_size
+
 log = logging.getLogger(__name__)
 
 
@@ -27,13 +29,19 @@ class Codec:
     ext: str
     pix_fmt: str
     options: tuple[tuple[str, str], ...] = ()
+    qscale: int | None = None  # a fixed quantiser (1 best .. 31 worst) instead of rate control
 
+
+# libavutil's FF_QP2LAMBDA: global_quality is a quantiser in lambda units.
+QP2LAMBDA = 118
 
 # MJPEG in AVI is the default: every frame is a keyframe, so any frame window seeks cheaply, and
 # both PyAV and DALI's CPU decoder read it (measured; see docs/data.md). VP9 in WebM is ~10x
 # smaller and also CPU-decodable by DALI. H.264 needs DALI's GPU (mixed) decoder.
 CODECS: dict[str, Codec] = {
-    "mjpeg": Codec("mjpeg", "avi", "avi", "yuvj420p", (("q:v", "3"),)),
+    # A fixed quantiser: left to rate control, libavcodec's MJPEG encoder lowers the quality
+    # frame by frame towards its default bit rate (the command-line `-q:v` is no encoder option).
+    "mjpeg": Codec("mjpeg", "avi", "avi", "yuvj420p", qscale=3),
     "vp9": Codec(
         "libvpx-vp9",
         "webm",
@@ -60,13 +68,18 @@ class VideoProbeError(Exception):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What probing a video found; `frames` counts frames actually decoded."""
+    """What probing a video found; `frames` counts frames actually decoded.
+
+    `width`/`height` are the displayed (upright) size; `rotation` is how far, clockwise, the
+    decoded frames must be turned to get there (kiclip.rotation: 0, 90, 180 or 270).
+    """
 
     frames: int
     fps: float
     width: int
     height: int
     codec: str
+    rotation: int = 0
 
 
 def encode_frames(
@@ -93,6 +106,9 @@ def encode_frames(
                     options["g"] = str(gop)
                 stream.options = options
                 stream.codec_context.flags |= av.codec.context.Flags.bitexact
+                if spec.qscale:
+                    stream.codec_context.flags |= av.codec.context.Flags.qscale
+                    stream.codec_context.global_quality = spec.qscale * QP2LAMBDA
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             container.mux(stream.encode(video_frame))
         if stream is None:
@@ -123,11 +139,12 @@ def probe_video(path: Path) -> VideoInfo:
             raise VideoProbeError("no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        frames, width, height = 0, 0, 0
+        frames, width, height, rotation = 0, 0, 0, 0
         try:
             for frame in container.decode(stream):
                 if frames == 0:
-                    width, height = frame.width, frame.height
+                    rotation = _rotation_of(frame, stream)
+                    height, width = upright_size(frame.height, frame.width, rotation)
                 frames += 1
         except (av.error.FFmpegError, ValueError) as err:
             raise VideoProbeError(f"undecodable after {frames} frames: {_short(err)}") from err
@@ -144,7 +161,15 @@ def probe_video(path: Path) -> VideoInfo:
             width=width,
             height=height,
             codec=stream.codec_context.name,
+            rotation=rotation,
         )
+
+
+def _rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> int:
+    try:
+        return display_rotation(frame, stream)
+    except RotationError as err:
+        raise VideoProbeError(str(err)) from err
 
 
 def transcode_video(
@@ -154,14 +179,17 @@ def transcode_video(
 
     Frames are only ever downscaled, to `short_side` on the shorter edge (aspect kept, both edges
     even as yuv420p requires). Variable frame rate input becomes constant rate at its average fps
-    with every decoded frame kept, because the samplers index frames, not timestamps.
+    with every decoded frame kept, because the samplers index frames, not timestamps. A display
+    rotation is baked in: the new file's frames are upright and carry no display matrix.
     """
     source = probe_video(src)
     width, height = _target_size(source.width, source.height, short_side)
+    coded_height, coded_width = upright_size(height, width, source.rotation)
     with av.open(str(src)) as container:
         stream = container.streams.video[0]
         frames = (
-            frame.to_ndarray(width=width, height=height, format="rgb24")
+            rotate_upright(frame.to_ndarray(width=coded_width, height=coded_height,
+                                            format="rgb24"), source.rotation)
             for frame in container.decode(stream)
         )
         encode_frames(frames, dst, codec, source.fps or 25.0, gop)

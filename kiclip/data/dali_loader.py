@@ -7,6 +7,7 @@ The pipeline, in the order data flows::
         video re-packed to the packets those frames need (VP8/VP9, see pack_needed_frames)
       → decoders.video(frames=plan indices in that stream)   (F, H, W, 3) uint8, F = V·T
       → resize(the plan's crop window only → S×S, linear, antialiased)
+      → rotate(the json's display rotation, exact quarter turns)
       → crop_mirror_normalize(plan flip, CLIP mean/std)      (3, F, S, S) float
     → torch: (B·V, 3, T, S, S) + label, key, view, valid, frames
 
@@ -114,9 +115,30 @@ def pack_needed_frames(video: bytes, frames: np.ndarray,
     return _ivf([packets[i] for i in selected], fourcc, width, height), positions
 
 
+def coded_window(start: tuple[float, float], end: tuple[float, float],
+                 rotation: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """A crop window of the upright frame → the same pixels' window in the decoded frame.
+
+    Windows are relative (row, col) corners in [0, 1]; the decoded frame turned ``rotation``
+    degrees clockwise is the upright one (kiclip.rotation). Resizing this window to S×S and then
+    turning it by ``rotation`` gives the upright crop, and costs a quarter turn of S×S pixels
+    instead of one of the whole frame.
+    """
+    (r0, c0), (r1, c1) = start, end
+    if rotation == 90:
+        return (1 - c1, r0), (1 - c0, r1)
+    if rotation == 180:
+        return (1 - r1, 1 - c1), (1 - r0, 1 - c0)
+    if rotation == 270:
+        return (c0, 1 - r1), (c1, 1 - r0)
+    return start, end
+
+
 class _Planner:
     """The python_function stage: (json, source_info, encoded video) → plan tensors + the bytes
-    to decode (see :func:`pack_needed_frames`) and which of their frames to take.
+    to decode (see :func:`pack_needed_frames`), which of their frames to take, the crop window
+    in the decoded frame and the angle that turns it upright (DALI's decoder ignores display
+    matrices, and the IVF re-pack drops them).
 
     ``skip`` > 0 swaps the first ``skip`` samples for a tiny valid clip: DALI fails a whole
     batch on one undecodable video and the pipeline is then dead. The rebuilt pipeline replays
@@ -142,10 +164,11 @@ class _Planner:
         size = self.spec.image_size
         top, left = plan.crop
         frames = plan.frames.reshape(-1).astype(np.int32)
+        rotation = int(meta.get("rotation", 0))
         self.seen += 1
         if self.seen <= self.skip:
             data, decode_at = self.blank, np.zeros_like(frames)
-            (h, w), (top, left) = (size, size), (0, 0)
+            (h, w), (top, left), rotation = (size, size), (0, 0), 0
         else:
             packed = pack_needed_frames(video.tobytes(), frames, total)
             if packed is None:
@@ -154,9 +177,11 @@ class _Planner:
                 data, decode_at = np.frombuffer(packed[0], np.uint8), packed[1]
         # The crop window in the resized frame, relative to the frame: resize reads only that
         # window of the decoded frame (same scale, so the same pixels as resize-then-crop).
+        start, end = coded_window((top / h, left / w), ((top + size) / h, (left + size) / w),
+                                  rotation)
         return (frames, decode_at, data,
-                np.array([top / h, left / w], np.float32),
-                np.array([(top + size) / h, (left + size) / w], np.float32),
+                np.array(start, np.float32), np.array(end, np.float32),
+                np.array(-rotation, np.float32),  # DALI turns counterclockwise
                 np.array(plan.flip, np.int32),
                 np.array(meta["label"], np.int32),
                 np.frombuffer(key.encode(), np.uint8).copy())
@@ -199,12 +224,13 @@ def build_pipeline(shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: i
             shard_id=rank, num_shards=world_size, pad_last_batch=True,
             random_shuffle=shuffle, initial_fill=shuffle_buffer, seed=epoch_seed)
         source = fn.get_property(video, key="source_info")
-        frames, decode_at, data, roi_start, roi_end, flip, label, key = fn.python_function(
-            meta, source, video, num_outputs=8,
+        frames, decode_at, data, roi_start, roi_end, angle, flip, label, key = fn.python_function(
+            meta, source, video, num_outputs=9,
             function=_Planner(spec, mode, seed, epoch, skip=skip_samples))
         clip = fn.decoders.video(data, frames=decode_at, device="mixed" if gpu else "cpu")
         clip = fn.resize(clip, size=(size, size), roi_start=roi_start, roi_end=roi_end,
                          roi_relative=True, interp_type=types.INTERP_LINEAR, antialias=True)
+        clip = fn.rotate(clip, angle=angle, keep_size=True, interp_type=types.INTERP_NN)
         clip = fn.crop_mirror_normalize(
             clip, mirror=flip,
             mean=[255 * m for m in CLIP_MEAN], std=[255 * s for s in CLIP_STD],

@@ -7,7 +7,8 @@ Each worker runs, in the order data flows (open_clip's WebDataset loader shape):
       → split by rank   (the i-th sample of the stream goes to rank i mod world_size)
       → split by worker (the j-th sample of this rank goes to worker j mod num_workers)
       → shuffle buffer  (train mode; seeded by seed, epoch, rank, worker)
-      → plan (kiclip.data.sampling) → PyAV decode → torch transforms → one item per video
+      → plan (kiclip.data.sampling) → PyAV decode → turn upright (the json's rotation)
+      → torch transforms → one item per video
 
 and the main process batches items and pads this rank's share up to ceil(N / world_size) with
 ``valid=False`` rows, so every rank steps the same number of times per epoch. A video that
@@ -95,7 +96,8 @@ class ClipStream(IterableDataset):
         try:
             if data is None:
                 raise DecodeError(f"no video member (one of {VIDEO_EXTS})")
-            frames = decode_frames(data, plan.frames.reshape(-1))
+            frames = decode_frames(data, plan.frames.reshape(-1),
+                                   rotation=int(meta.get("rotation", 0)))
             item["video"] = apply_plan(frames, plan, self.spec.image_size)
         except DecodeError as exn:
             item["error"] = f"{sample.get('__url__', '?')}: {exn}"
