@@ -50,8 +50,8 @@ def test_synthetic_to_verified_shards(tiny_synthetic, tmp_path):
     with tarfile.open(tars[0]) as t:
         meta = json.loads(t.extractfile(next(n for n in names if n.endswith(".json"))).read())
     assert set(meta) == {"label", "name", "video_id", "frames", "fps", "width", "height",
-                         "codec"}
-    assert (meta["frames"], meta["width"], meta["codec"]) == (8, 32, "mjpeg")
+                         "codec", "rotation"}
+    assert (meta["frames"], meta["width"], meta["codec"], meta["rotation"]) == (8, 32, "mjpeg", 0)
 
 
 def test_index_equals_what_dalis_wds2idx_writes(tiny_synthetic, tmp_path):
