@@ -29,6 +29,7 @@ import torch
 from kiclip.data.loader_base import ClipLoaderBase
 from kiclip.data.sampling import CLIP_MEAN, CLIP_STD, ClipSpec, clip_rng, plan_clip
 from kiclip.data.shards import VIDEO_EXTS, ShardSet, load_meta
+from kiclip.rotation import ROTATIONS
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,8 @@ class _Planner:
         top, left = plan.crop
         frames = plan.frames.reshape(-1).astype(np.int32)
         rotation = int(meta.get("rotation", 0))
+        if rotation not in ROTATIONS:  # fails this batch, as an undecodable video does
+            raise ValueError(f"sample {key}: rotation must be one of {ROTATIONS}, got {rotation}")
         self.seen += 1
         if self.seen <= self.skip:
             data, decode_at = self.blank, np.zeros_like(frames)
