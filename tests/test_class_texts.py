@@ -222,3 +222,24 @@ def test_predict_prompts_with_the_descriptions_of_a_classes_file(rephrased_data,
     code = predict.main(["--checkpoint", str(checkpoint), "--video", str(video),
                          "--classes-file", str(classes), "--classes", "cooking"])
     assert code == 2 and "mixes rephrased" in capsys.readouterr().err
+
+
+def test_cross_dataset_test_sets_keep_their_texts(rephrased_data, tmp_path):
+    """evaluate.py --cross-dataset reads every DATA/test* folder with its own rephrased texts,
+    and records them in results.json's prompts."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "launch"))
+    import evaluate
+
+    from kiclip.layout import prompt_record
+
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "test").symlink_to(rephrased_data / "novel_test")
+    (target / "test_base").symlink_to(rephrased_data / "base_test")
+    spaces = evaluate._label_spaces(argparse.Namespace(b2n=None, data=str(target)))
+    assert spaces["test"].class_texts == [TEXTS["2"], TEXTS["3"]] and spaces["test"].rephrased
+    record = prompt_record(spaces)
+    assert record["label_spaces"]["test_base"]["class_texts"] == {"0": TEXTS["0"], "1": TEXTS["1"]}
+    assert record["label_spaces"]["test"]["example_prompt"] == "a photo of knitting. " + TEXTS["2"]
