@@ -1,8 +1,9 @@
 """Training configuration: dataclasses, per-dataset presets, command-line overrides.
 
 A run's configuration is built in three layers, later ones winning: the dataclass defaults
-(METHOD.md §5), the dataset preset (`--b2n k400` ...), then explicit command-line flags.
-An invalid value fails at start-up with a message naming the field.
+(docs/training.md), the dataset preset (`--b2n k400` ...), then explicit command-line flags.
+An invalid value fails at start-up with a message naming the field. Each preset also names the
+dataset its shards must come from (``PRESET_DATASETS``); ``custom`` accepts any.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class DataConfig:
     num_workers: int = 2           # DataLoader workers / DALI threads
     flip: bool = True              # train-time random horizontal flip (False: left/right labels)
     shuffle: bool = True           # train order shuffled per epoch; False keeps the stored order
+    allow_mismatch: bool = False   # accept shards whose manifest names another dataset than --b2n
 
 
 @dataclass
@@ -125,34 +127,74 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
-# Per-dataset presets (METHOD.md §5). Keys are dotted config fields.
+def _recipe(*, model: str, frames: int, stride: int, size: int, epochs: int, batch: int,
+            lr: float, min_lr: float, warmup_epochs: float, warmup_start_lr: float,
+            **extra: Any) -> dict[str, Any]:
+    """One training recipe as dotted config fields; ``extra`` adds fields by dotted name."""
+    return {"model.model_name": model, "data.num_frames": frames, "data.stride": stride,
+            "data.image_size": size, "optim.epochs": epochs, "data.batch_size": batch,
+            "optim.lr": lr, "optim.min_lr": min_lr, "optim.warmup_epochs": warmup_epochs,
+            "optim.warmup_start_lr": warmup_start_lr, **extra}
+
+
+# Per-dataset presets: the published ViT-B/16 recipe (docs/training.md: 8 frames at stride 16,
+# 224 px, batch 8 per rank, 12 epochs, lr 3.33e-6 after 2 warm-up epochs from 3.33e-8, cosine
+# to 3.33e-8), written out per dataset so a run's recipe is read here, not inferred from the
+# defaults. Keys are dotted config fields.
 B2N_PRESETS: dict[str, dict[str, Any]] = {
-    "k400": {"optim.epochs": 12, "data.batch_size": 8},
-    "hmdb51": {"optim.epochs": 12, "data.batch_size": 8},
-    "ucf101": {"optim.epochs": 12, "data.batch_size": 8},
+    "k400": _recipe(model="ViT-B-16-quickgelu", frames=8, stride=16, size=224, epochs=12, batch=8,
+                    lr=3.33e-6, min_lr=3.33e-8, warmup_epochs=2.0, warmup_start_lr=3.33e-8),
+    "hmdb51": _recipe(model="ViT-B-16-quickgelu", frames=8, stride=16, size=224, epochs=12, batch=8,
+                      lr=3.33e-6, min_lr=3.33e-8, warmup_epochs=2.0, warmup_start_lr=3.33e-8),
+    "ucf101": _recipe(model="ViT-B-16-quickgelu", frames=8, stride=16, size=224, epochs=12, batch=8,
+                      lr=3.33e-6, min_lr=3.33e-8, warmup_epochs=2.0, warmup_start_lr=3.33e-8),
     # SSv2 labels say "left to right" etc.: a horizontal flip would change the class.
-    "ssv2": {"optim.epochs": 12, "data.batch_size": 8, "data.flip": False},
+    "ssv2": _recipe(model="ViT-B-16-quickgelu", frames=8, stride=16, size=224, epochs=12, batch=8,
+                    lr=3.33e-6, min_lr=3.33e-8, warmup_epochs=2.0, warmup_start_lr=3.33e-8,
+                    **{"data.flip": False}),
+    # Your own data: the published recipe, and any dataset name in the manifests is accepted.
+    "custom": _recipe(model="ViT-B-16-quickgelu", frames=8, stride=16, size=224, epochs=12, batch=8,
+                      lr=3.33e-6, min_lr=3.33e-8, warmup_epochs=2.0, warmup_start_lr=3.33e-8),
     # The embedded default: a tiny CLIP on small synthetic clips, sized for 2 CPU cores.
-    "synthetic": {
-        "model.model_name": "kiclip-tiny",
-        "data.num_frames": 8,
-        "data.stride": 2,
-        "data.image_size": 32,
-        "data.batch_size": 8,
-        "data.eval_batch_size": 16,
-        "data.flip": False,        # classes name left/right motion: a flip would change the label
-        "optim.epochs": 10,
-        "optim.lr": 1e-3,
-        "optim.min_lr": 1e-5,
-        "optim.warmup_start_lr": 1e-5,
-        "optim.warmup_epochs": 1.0,
-        "run.log_every": 5,
-    },
+    "synthetic": _recipe(model="kiclip-tiny", frames=8, stride=2, size=32, epochs=10, batch=8,
+                         lr=1e-3, min_lr=1e-5, warmup_epochs=1.0, warmup_start_lr=1e-5,
+                         **{"data.eval_batch_size": 16,
+                            # classes name left/right motion: a flip would change the label
+                            "data.flip": False,
+                            "run.log_every": 5}),
 }
 # The science check (launch/experiment_b2n.py): the synthetic preset at 48 px, so the world's
 # shapes and motion trails span more than one 8-px patch; no train-time flip (left/right labels).
 B2N_PRESETS["science"] = {**B2N_PRESETS["synthetic"], "data.image_size": 48, "data.flip": False}
-CROSS_PRESET: dict[str, Any] = {"optim.epochs": 22, "data.batch_size": 8}
+# Cross-dataset (--cross-dataset): the K400 recipe trained longer on all classes.
+CROSS_PRESET: dict[str, Any] = _recipe(
+    model="ViT-B-16-quickgelu", frames=8, stride=16, size=224, epochs=22, batch=8,
+    lr=3.33e-6, min_lr=3.33e-8, warmup_epochs=2.0, warmup_start_lr=3.33e-8)
+
+# The dataset each --b2n preset's shards must come from (manifest.json's "dataset", which
+# make_splits → make_shards record); None accepts any. The science check runs on the
+# synthetic world at another size.
+PRESET_DATASETS: dict[str, str | None] = {
+    "k400": "k400", "hmdb51": "hmdb51", "ucf101": "ucf101", "ssv2": "ssv2",
+    "synthetic": "synthetic", "science": "synthetic", "custom": None,
+}
+
+
+def preset_table() -> str:
+    """The presets as a text table (train.py/evaluate.py --help)."""
+    rows = [("preset", "shards", "model", "frames x stride", "size", "epochs", "batch",
+             "lr: warm-up start -> peak -> end (warm-up epochs)")]
+    named = [(f"--b2n {name}", name, fields) for name, fields in B2N_PRESETS.items()]
+    named.append(("--cross-dataset", None, CROSS_PRESET))
+    for flag, name, f in named:
+        shards = "any" if name is None else (PRESET_DATASETS[name] or "any")
+        rows.append((flag, shards, f["model.model_name"], f"{f['data.num_frames']} x {f['data.stride']}",
+                     str(f["data.image_size"]), str(f["optim.epochs"]), str(f["data.batch_size"]),
+                     f"{f['optim.warmup_start_lr']:g} -> {f['optim.lr']:g} -> {f['optim.min_lr']:g} "
+                     f"({f['optim.warmup_epochs']:g})"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]
+                     for r in rows)
 
 
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> None:
@@ -212,7 +254,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Command-line flags for the fields a user changes most; `--set a.b=v` reaches any field."""
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--b2n", metavar="DATASET", choices=sorted(B2N_PRESETS),
-                      help="base-to-novel training on DATASET (preset: epochs, batch size, ...)")
+                      help="base-to-novel training on DATASET with its recipe (table below); "
+                      "the shards' manifests must name DATASET; 'custom': your own data")
     what.add_argument("--cross-dataset", action="store_true",
                       help="train on all classes of --data (K400 protocol, 22 epochs)")
     parser.add_argument("--config", help="JSON file of config fields (applied after the preset)")
@@ -244,6 +287,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true",
                         help="start fresh even when the output dir has a checkpoint")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
+    parser.add_argument("--allow-dataset-mismatch", action="store_true",
+                        help="train on shards whose manifest names another dataset than --b2n "
+                        "(= --set data.allow_mismatch=true)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="set any config field, e.g. --set optim.warmup_epochs=1 (JSON values)")
 
@@ -276,7 +322,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                                 ("no_temporal", "model.temporal", False),
                                 ("mask_boundary", "model.mask_boundary", True),
                                 ("checkpointing", "model.checkpointing", True),
-                                ("no_resume", "run.resume", False)):
+                                ("no_resume", "run.resume", False),
+                                ("allow_dataset_mismatch", "data.allow_mismatch", True)):
         if getattr(args, flag, False):
             apply_overrides(cfg, {dotted: value})
     for item in getattr(args, "set", []) or []:

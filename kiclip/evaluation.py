@@ -55,20 +55,21 @@ def evaluate_label_space(student, tokenizer, shard_set, data_cfg, *, device: tor
                          dtype: torch.dtype = torch.float32, seed: int = 0, cache=None) -> dict:
     """Top-1 of ``student`` (a VideoStudent) on one label space's test shards.
 
-    All 29 templates build the classifier; pass a ``kiclip.text.ClassifierCache`` to reuse it
-    across calls while the weights do not change. Each video contributes
+    All 29 templates build the classifier from ``shard_set.class_texts`` (the rephrased texts
+    when the class file had them); pass a ``kiclip.text.ClassifierCache`` to reuse it across
+    calls while the weights do not change. Each video contributes
     ``data_cfg.num_views`` temporal views, summed.
     """
     from kiclip.data import build_loader
     from kiclip.model import video_logits
-    from kiclip.text import ClassifierCache, looks_rephrased
+    from kiclip.text import ClassifierCache
 
     was_training = student.training
     student.eval()
-    rephrased = looks_rephrased(shard_set.classes)
+    rephrased = shard_set.rephrased
     if cache is None or cache.rephrased != rephrased:
         cache = ClassifierCache(tokenizer, rephrased)
-    classifier = cache.get(student, shard_set.classes)
+    classifier = cache.get(student, shard_set.class_texts)
     loader = build_loader(str(shard_set.path), mode="test", batch_size=data_cfg.eval_batch_size,
                           num_frames=data_cfg.num_frames, stride=data_cfg.stride,
                           image_size=data_cfg.image_size, seed=seed, rank=0, world_size=1,

@@ -152,9 +152,12 @@ def denormalise(clip: torch.Tensor) -> torch.Tensor:
 def parse_class_list(text: str | None = None, file: str | os.PathLike | None = None) -> list[str]:
     """Class names from a comma-separated string and/or a file, in order, duplicates dropped.
 
-    A ``.json`` file is either a list of names or kiclip's ``{"0": name, ...}`` mapping (the
-    rephrased ``"Name: description"`` form is kept whole); any other file is one name per line.
-    Raises FileNotFoundError for a missing file and ValueError for an empty result.
+    A ``.json`` file is a list of names, kiclip's ``{"0": name, ...}`` mapping, or a shard
+    folder's ``manifest.json`` (its ``class_texts`` when present, else ``classes``); the
+    rephrased ``"Name: description"`` form is kept whole, so it is prompted as in training. Any
+    other file is one name per line. Raises FileNotFoundError for a missing file and ValueError
+    for an empty result or one that mixes rephrased and plain names (prompts are built one way
+    for the whole list, ``kiclip.text.build_prompts``).
     """
     from kiclip.text import class_names_from_mapping
 
@@ -170,7 +173,10 @@ def parse_class_list(text: str | None = None, file: str | os.PathLike | None = N
                 data = json.loads(file.read_text())
             except json.JSONDecodeError as exn:
                 raise ValueError(f"classes file {file} is not valid JSON: {exn}") from exn
-            if isinstance(data, dict):
+            if isinstance(data, dict) and isinstance(data.get("classes"), dict):  # a manifest
+                names += class_names_from_mapping(data.get("class_texts") or data["classes"],
+                                                  source=str(file))
+            elif isinstance(data, dict):
                 names += class_names_from_mapping(data, source=str(file))
             elif isinstance(data, list):
                 names += [str(n) for n in data]
@@ -181,6 +187,11 @@ def parse_class_list(text: str | None = None, file: str | os.PathLike | None = N
     names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
     if not names:
         raise ValueError("the class list is empty: give --classes \"a,b,c\" or --classes-file")
+    plain = [n for n in names if ":" not in n]
+    if plain and len(plain) < len(names):
+        raise ValueError(f"the class list mixes rephrased \"Name: description\" names with plain "
+                         f"ones ({', '.join(repr(n) for n in plain[:3])}): give every class a "
+                         "description or none")
     return names
 
 

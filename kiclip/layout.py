@@ -3,16 +3,21 @@
 B2N (``--b2n``): ``DATA/train_split{k}/`` (base classes, K shots), ``DATA/base_test/`` and
 ``DATA/novel_test/``. Cross-dataset (``--cross-dataset``): ``DATA/train/`` and optionally
 ``DATA/test/``. Each folder is a make_shards output with ``manifest.json``, whose ``classes``
-names the folder's label space.
+names the folder's label space, ``class_texts`` (when the class file was rephrased) the texts
+the prompts are built from, and ``dataset`` the dataset the videos come from.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiclip.config import ConfigError
+from kiclip.config import PRESET_DATASETS, ConfigError
+
+log = logging.getLogger(__name__)
 
 SPLIT_HINT = ("build it with shard_tools/make_splits.py and shard_tools/make_shards.py "
               "(see docs/data.md), or point --data at the folder that holds it")
@@ -20,10 +25,29 @@ SPLIT_HINT = ("build it with shard_tools/make_splits.py and shard_tools/make_sha
 
 @dataclass
 class ShardSet:
-    """One make_shards output folder and its label space."""
+    """One make_shards output folder and its label space.
+
+    ``classes`` are the plain names; ``class_texts`` what the prompts are built from (the
+    rephrased "Name: description" texts when the class file had them, else the names), with
+    ``rephrased`` saying which. ``dataset`` is the manifest's dataset name, None when unrecorded.
+    """
     path: Path
     classes: list[str]
     total: int
+    class_texts: list[str] | None = None
+    dataset: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.class_texts is None:
+            self.class_texts = list(self.classes)
+
+    @property
+    def rephrased(self) -> bool:
+        return self.class_texts != self.classes
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
 
 
 def read_shard_set(path: str | Path) -> ShardSet:
@@ -59,7 +83,61 @@ def read_shard_set(path: str | Path) -> ShardSet:
     total = int(manifest.get("total", 0))
     if total <= 0 or not shards:
         raise ConfigError(f"{manifest_path} lists no samples; check the list file and the skipped rows")
-    return ShardSet(path=path, classes=classes, total=total)
+    texts = _class_texts(manifest, manifest_path, order, classes)
+    dataset = manifest.get("dataset")
+    return ShardSet(path=path, classes=classes, total=total, class_texts=texts,
+                    dataset=str(dataset) if dataset else None)
+
+
+def _class_texts(manifest: dict, manifest_path: Path, order: list[str], classes: list[str]) -> list[str]:
+    """The prompt texts: ``class_texts`` when present (every class "Name: description"), else the names."""
+    texts = manifest.get("class_texts")
+    if texts is None:
+        return list(classes)
+    if not isinstance(texts, dict) or sorted(texts, key=str) != sorted(order, key=str):
+        raise ConfigError(f"{manifest_path}: 'class_texts' must give a text for each class id of "
+                          "'classes'; rebuild with make_shards")
+    texts = [str(texts[k]) for k in order]
+    plain = [t for t in texts if ":" not in t]
+    if plain:
+        # Prompts are built one way for the whole label space (kiclip.text.build_prompts).
+        raise ConfigError(f"{manifest_path}: the class file {manifest.get('classes_file', '?')} "
+                          f"mixes rephrased \"Name: description\" texts with plain names "
+                          f"({', '.join(repr(t) for t in plain[:3])}); give every class a "
+                          "description or none, then rebuild the shards")
+    return texts
+
+
+def check_datasets(shard_sets: Iterable[ShardSet], preset: str, *, allow_mismatch: bool,
+                   escape: str) -> None:
+    """Refuse shards whose manifest names another dataset than ``--b2n preset`` expects.
+
+    ConfigError names both datasets and the manifest; ``escape`` is the option that accepts the
+    mismatch (custom data). Shards without a recorded dataset (older make_shards) only warn.
+    """
+    expected = PRESET_DATASETS.get(preset)
+    for shard_set in shard_sets:
+        if shard_set.dataset is None:
+            if expected is not None:
+                log.warning("%s records no dataset, so it cannot be checked against --b2n %s; "
+                            "rebuild with make_shards --dataset %s to have it checked",
+                            shard_set.manifest_path, preset, expected)
+            continue
+        if expected is None or shard_set.dataset == expected:
+            continue
+        if allow_mismatch:
+            log.warning("--b2n %s on %s shards (%s): accepted by %s", preset, shard_set.dataset,
+                        shard_set.manifest_path, escape)
+            continue
+        raise ConfigError(
+            f"--b2n {preset} expects {expected} shards, but {shard_set.manifest_path} records dataset "
+            f"{shard_set.dataset!r}: point --data at the {expected} shards, use --b2n "
+            f"{_preset_for(shard_set.dataset)}, or pass {escape} to train/evaluate on it anyway")
+
+
+def _preset_for(dataset: str) -> str:
+    """The --b2n preset of a dataset name: its own when there is one, else custom."""
+    return dataset if PRESET_DATASETS.get(dataset) == dataset else "custom"
 
 
 @dataclass
@@ -85,3 +163,27 @@ def resolve_protocol(data: str, mode: str, split: int = 1, *, need_train: bool =
         train = read_shard_set(root / "train") if need_train else None
         evals = {"test": read_shard_set(root / "test")} if (root / "test").is_dir() else {}
     return ProtocolData(train=train, evals=evals)
+
+
+def prompt_record(shard_sets: dict[str, ShardSet]) -> dict:
+    """The exact class texts and templates each label space's prompts are built from, so a
+    result can be traced to its prompts (train.py's RUN/classes.json, evaluate.py's results)."""
+    from kiclip.text import ALL_TEMPLATES, RAW_TEMPLATE, TEMPLATES, build_prompts
+
+    spaces = {}
+    for name, shard_set in shard_sets.items():
+        texts = shard_set.class_texts
+        spaces[name] = {
+            "shards": str(shard_set.path), "dataset": shard_set.dataset,
+            "rephrased": shard_set.rephrased, "class_texts": {str(i): t for i, t in enumerate(texts)},
+            "example_prompt": build_prompts(texts[:1], TEMPLATES[0], shard_set.rephrased)[0],
+        }
+    return {
+        "label_spaces": spaces,
+        "train_templates": [*TEMPLATES, RAW_TEMPLATE],
+        "eval_templates": list(ALL_TEMPLATES),
+        "prompt_rule": ("rephrased: the template filled with the name before ':', then a space "
+                        "and the whole text; the raw template '{}' gives the whole text. Plain: "
+                        "the template filled with the name. Training averages one drawn template "
+                        "and the raw one per step; evaluation averages all eval_templates."),
+    }

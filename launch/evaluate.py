@@ -12,7 +12,12 @@ B2N reads DATA/base_test and DATA/novel_test; Base is measured in the base label
 the novel one. Cross-dataset evaluates every DATA/test* shard folder in its own label space.
 Each video is scored with --views temporal views (default 3) × 1 centre crop, view logits summed,
 against a classifier averaged over all 29 prompt templates. With several checkpoints (one per
-split) the mean ± std over them is reported. Writes OUTPUT/results.json and OUTPUT/results.md.
+split) the mean ± std over them is reported. Writes OUTPUT/results.json (with "prompts": the
+class texts and templates of each label space) and OUTPUT/results.md.
+
+Prompts are built from each manifest's class texts (the rephrased "Name: description" texts
+when the class file had them). With --b2n, every manifest must name that preset's dataset
+(--b2n custom takes any; --allow-dataset-mismatch accepts another).
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kiclip.config import B2N_PRESETS, ConfigError  # noqa: E402
-from kiclip.layout import read_shard_set, resolve_protocol  # noqa: E402
+from kiclip.config import B2N_PRESETS, ConfigError, preset_table  # noqa: E402
+from kiclip.layout import check_datasets, prompt_record, read_shard_set, resolve_protocol  # noqa: E402
 
 log = logging.getLogger("kiclip.evaluate")
 
@@ -36,9 +41,12 @@ log = logging.getLogger("kiclip.evaluate")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evaluate.py", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=__doc__.split("\n", 2)[2] + "\npresets (clip geometry of --frozen-clip; a "
+        "checkpoint keeps its own):\n" + preset_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--b2n", metavar="DATASET", choices=sorted(B2N_PRESETS))
+    what.add_argument("--b2n", metavar="DATASET", choices=sorted(B2N_PRESETS),
+                      help="B2N test sets of DATASET (the manifests must name it; 'custom': any)")
     what.add_argument("--cross-dataset", action="store_true")
     parser.add_argument("--data", required=True, help="shard root (see above)")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -52,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loader", choices=("auto", "dali", "torch"), help="data loader backend")
     parser.add_argument("--output", help="folder for results.json / results.md (default: beside the checkpoint)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--allow-dataset-mismatch", action="store_true",
+                        help="evaluate shards whose manifest names another dataset than --b2n")
     return parser
 
 
@@ -69,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = [_evaluate_one(args, source, spaces) for source in (args.checkpoint or ["frozen-clip"])]
     results = _summarise(runs, ["base", "novel", "hm"] if args.b2n else list(spaces))
+    results["prompts"] = prompt_record(spaces)
     out_dir = Path(args.output or (Path(args.checkpoint[0]).parent if args.checkpoint else "results"))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True))
@@ -80,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _label_spaces(args) -> dict:
     if args.b2n:
-        return resolve_protocol(args.data, "b2n", need_train=False).evals
+        evals = resolve_protocol(args.data, "b2n", need_train=False).evals
+        check_datasets(evals.values(), args.b2n, allow_mismatch=args.allow_dataset_mismatch,
+                       escape="--allow-dataset-mismatch")
+        return evals
     root = Path(args.data)
     spaces = {p.name: read_shard_set(p) for p in sorted(root.glob("test*")) if p.is_dir()}
     if not spaces:
@@ -135,7 +149,7 @@ def _summarise(runs: list[dict], metrics: list[str]) -> dict:
 
 
 def _markdown(results: dict) -> str:
-    metrics = [k for k in results if k not in ("runs",) and not k.endswith("_std")]
+    metrics = [k for k in results if k not in ("runs", "prompts") and not k.endswith("_std")]
     head = "| " + " | ".join(metrics) + " |\n|" + "---|" * len(metrics) + "\n"
     cells = []
     for m in metrics:

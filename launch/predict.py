@@ -17,8 +17,10 @@ probability column is the softmax over *your* class list of the view-averaged lo
 only compares the names you gave. Names in the rephrased form "Name: description" (as in
 kiclip's class JSON files) are prompted as in training.
 
---classes-file: a .json list or {"0": name, ...} mapping, or a text file with one name per line
-(use it when names contain commas). --classes and --classes-file may be combined.
+--classes-file: a .json list or {"0": name, ...} mapping (e.g. the rephrased class file a run
+was trained with), a shard folder's manifest.json (its rephrased texts when it has them), or a
+text file with one name per line (use it when names contain commas). --classes and
+--classes-file may be combined; a list must be all rephrased or all plain.
 
 Exit status: 0 ok; 2 bad arguments (missing video/checkpoint/classes file, empty class list);
 1 the video or checkpoint exists but cannot be read.

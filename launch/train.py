@@ -7,10 +7,14 @@ Examples:
   deepspeed launch/train.py --cross-dataset --data shards/k400_full --pretrained ...
   python launch/train.py --b2n synthetic --data runs/demo/shards          # one process, CPU ok
 
-The run directory (--output) receives config.json, per-epoch checkpoints (DeepSpeed state and
+The run directory (--output) receives config.json, classes.json (the class texts and templates
+every label space's prompts were built from), per-epoch checkpoints (DeepSpeed state and
 consolidated weights/epoch_NNN.pt), TensorBoard logs, losses.jsonl (every step's loss terms)
 and summary.json. Rerunning with the same --output resumes from the last complete epoch
 (--no-resume starts over).
+
+Every shard folder's manifest.json must name the dataset of --b2n (make_splits records it,
+make_shards carries it); --b2n custom takes any, --allow-dataset-mismatch accepts another.
 """
 
 from __future__ import annotations
@@ -26,8 +30,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python launch/train.py` from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kiclip.config import ConfigError, TrainConfig, add_config_arguments, config_from_args  # noqa: E402
-from kiclip.layout import ProtocolData, resolve_protocol  # noqa: E402
+from kiclip.config import (  # noqa: E402
+    ConfigError,
+    TrainConfig,
+    add_config_arguments,
+    config_from_args,
+    preset_table,
+)
+from kiclip.layout import ProtocolData, check_datasets, prompt_record, resolve_protocol  # noqa: E402
 
 log = logging.getLogger("kiclip.train")
 
@@ -35,7 +45,8 @@ log = logging.getLogger("kiclip.train")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train.py", description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=__doc__.split("\n", 2)[2] + "\npresets (flags, --config and --set override any value):\n"
+        + preset_table(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--deepspeed_config", "--deepspeed-config", dest="deepspeed_config",
                         help="your own DeepSpeed JSON (default: generated from the config: ZeRO-2, "
@@ -56,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg.run.deepspeed_config = args.deepspeed_config
         # Everything that can be wrong with the dataset is found here, before any heavy work.
         protocol = resolve_protocol(cfg.data.data, cfg.mode, cfg.data.split)
+        if cfg.mode == "b2n":
+            check_datasets([protocol.train, *protocol.evals.values()], cfg.dataset,
+                           allow_mismatch=cfg.data.allow_mismatch,
+                           escape="--set data.allow_mismatch=true (or --allow-dataset-mismatch)")
     except ConfigError as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
@@ -75,7 +90,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
     from kiclip.data import build_loader
     from kiclip.evaluation import evaluate_label_space, harmonic_mean
     from kiclip.runtime import configure_cpu_threads
-    from kiclip.text import TemplateSampler, looks_rephrased
+    from kiclip.text import TemplateSampler
     from kiclip.train import checkpoint as ckpt
     from kiclip.train.assemble import build_models
     from kiclip.train.distributed import deepspeed_config, init_distributed
@@ -96,6 +111,8 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
             # Starting over: an old, later epoch must never be picked up by a future resume.
             log.warning("--no-resume: removed the earlier checkpoints in %s", run_dir)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        spaces = {"train": protocol.train, **protocol.evals}
+        (run_dir / "classes.json").write_text(json.dumps(prompt_record(spaces), indent=1, ensure_ascii=False))
     if torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank looks for checkpoints before rank 0 cleared them
 
@@ -106,8 +123,8 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
         with_teacher=cfg.loss.distill)
     if teacher is not None:
         teacher.to(device=device, dtype=dtype)
-    names = protocol.train.classes
-    prompts = PromptTokens(tokenizer, names, looks_rephrased(names), device)
+    # The class file's texts (rephrased "Name: description" when it had them), not the bare names.
+    prompts = PromptTokens(tokenizer, protocol.train.class_texts, protocol.train.rephrased, device)
     targets = TeacherTargets(teacher, prompts) if teacher is not None else None
     templates = TemplateSampler(cfg.run.seed)
 

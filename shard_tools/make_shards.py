@@ -86,6 +86,7 @@ class ShardConfig:
     workers: int = 1
     overwrite: bool = False
     command: str = ""
+    dataset: str | None = None  # recorded, not in the bytes; None: make_splits' splits.json says
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def build_shards(config: ShardConfig, progress: bool = False) -> dict:
     existing = _load_json(out / MANIFEST)
     if existing and existing.get("fingerprint") == fingerprint and _shards_present(out, existing):
         log.info("%s is up to date (%d shards); --overwrite rebuilds", out, len(existing["shards"]))
-        return existing
+        return _with_dataset(existing, config, out)
     state = _resume_state(out, fingerprint, existing)
 
     todo = [_job(i, row, config, out) for i, row in enumerate(rows) if i >= state.next_row]
@@ -148,6 +149,7 @@ def build_shards(config: ShardConfig, progress: bool = False) -> dict:
     shutil.rmtree(out / WORK_DIR, ignore_errors=True)
 
     manifest = _manifest(rows, classes, config, fingerprint, state)
+    manifest.update(_dataset_fields(config))
     _write_json_atomic(out / MANIFEST, manifest)
     (out / STATE).unlink(missing_ok=True)
     _remove_stale_shards(out, len(state.shards))
@@ -309,6 +311,32 @@ def _manifest(rows, classes, config: ShardConfig, fingerprint: str, state: _Stat
     return manifest
 
 
+def _dataset_fields(config: ShardConfig) -> dict:
+    """``dataset`` (train.py/evaluate.py check it against --b2n) and ``splits_file``: --dataset,
+    else what make_splits recorded in a splits.json beside the class file or the list (or one
+    folder above the list, as for splitK/train.csv); null when neither says."""
+    if config.dataset:
+        return {"dataset": config.dataset, "splits_file": None}
+    list_dir = Path(config.list_path).parent
+    for folder in dict.fromkeys((Path(config.classes_path).parent, list_dir, list_dir.parent)):
+        record = _load_json(folder / "splits.json")
+        if isinstance(record, dict) and record.get("dataset"):
+            return {"dataset": str(record["dataset"]), "splits_file": str(folder / "splits.json")}
+    log.warning("no --dataset given and no splits.json beside %s or %s: the manifest records no "
+                "dataset, so train.py cannot check it against --b2n", config.classes_path,
+                config.list_path)
+    return {"dataset": None, "splits_file": None}
+
+
+def _with_dataset(manifest: dict, config: ShardConfig, out: Path) -> dict:
+    """A finished output keeps its shards; only a changed dataset name is rewritten."""
+    fields = _dataset_fields(config)
+    if any(manifest.get(k) != v for k, v in fields.items()):
+        manifest.update(fields)
+        _write_json_atomic(out / MANIFEST, manifest)
+    return manifest
+
+
 def _fingerprint(config: ShardConfig) -> str:
     """Hash of everything that decides the shard bytes: a rerun resumes only if it matches."""
     digest = hashlib.sha256()
@@ -408,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help='class names: {"0": "name"} JSON, rephrased {"0": "Name: description"}, '
                         "a JSON list, or `index,name` CSV")
     p.add_argument("--out", type=Path, required=True, help="output directory for the shards")
+    p.add_argument("--dataset",
+                   help="dataset name recorded in manifest.json, which train.py/evaluate.py "
+                        "check against --b2n (default: what make_splits wrote in splits.json "
+                        "beside --classes or --list; else none)")
     p.add_argument("--samples-per-shard", type=int, default=d.samples_per_shard,
                    help="most samples in one shard")
     p.add_argument("--max-shard-bytes", type=int, default=d.max_shard_bytes,
@@ -440,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out, samples_per_shard=args.samples_per_shard,
         max_shard_bytes=args.max_shard_bytes, transcode=args.transcode,
         short_side=args.short_side or None, gop=args.gop, workers=args.workers,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, dataset=args.dataset,
         command=shlex.join([Path(sys.argv[0]).name if argv is None else "make_shards.py",
                             *(sys.argv[1:] if argv is None else argv)]),
     )

@@ -57,13 +57,17 @@ def make_splits(
     published_train: list[Path] | None = None,
     published_base_test: Path | None = None,
     published_novel_test: Path | None = None,
+    n_base: int | None = None,
 ) -> dict:
     """Write the B2N split files under `out`; return what splits.json records.
+
+    `dataset` is a preset name (fixed base/novel sizes) or, with `n_base` base classes, any name
+    of your own; it is recorded in splits.json, and make_shards carries it into its manifests.
 
     Raises ListFileError/ValueError naming the file for inputs that do not fit the preset.
     """
     classes = read_classes(classes_path)
-    base, novel = _base_and_novel(dataset, classes, classes_path, world_path, order, seed)
+    base, novel = _base_and_novel(dataset, classes, classes_path, world_path, order, seed, n_base)
     out = Path(out)
     write_classes(out / "base_classes.json", [classes[i].text for i in base])
     write_classes(out / "novel_classes.json", [classes[i].text for i in novel])
@@ -115,9 +119,16 @@ def make_splits(
     return record
 
 
-def _base_and_novel(dataset, classes: list[ClassName], classes_path, world_path, order, seed):
+def _base_and_novel(dataset, classes: list[ClassName], classes_path, world_path, order, seed,
+                    n_base: int | None = None):
     if dataset not in b2n.PRESETS:
-        raise ValueError(f"unknown dataset {dataset!r}; presets: {', '.join(b2n.PRESETS)}")
+        if n_base is None:
+            raise ValueError(f"unknown dataset {dataset!r}; presets: {', '.join(b2n.PRESETS)}; "
+                             "for your own dataset give --base N (how many classes are base)")
+        return b2n.split_classes(len(classes), n_base, order, seed)
+    if n_base is not None:
+        raise ValueError(f"--base is for datasets without a preset; {dataset} splits "
+                         f"{b2n.PRESETS[dataset][0]} base classes")
     n_base, n_novel = b2n.PRESETS[dataset]
     if len(classes) != n_base + n_novel:
         raise ValueError(
@@ -150,9 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--dataset", required=True, choices=sorted(b2n.PRESETS),
+    p.add_argument("--dataset", required=True,
                    help="preset: k400 200/200, hmdb51 26/25, ucf101 51/50, ssv2 87/87, "
-                        "synthetic 24/24 by the colour+shape parity rule")
+                        "synthetic 24/24 by the colour+shape parity rule; or a name of your "
+                        "own with --base N. Recorded in splits.json; make_shards carries it "
+                        "into manifest.json and train.py --b2n checks it")
+    p.add_argument("--base", type=int,
+                   help="your own dataset only: the number of base classes (the first N in "
+                        "class order, or --order random)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--synthetic-dir", type=Path,
                    help="a make_synthetic.py output: sets --classes, --train-list, --val-list "
@@ -190,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         record = make_splits(
             args.out, args.dataset, args.classes, args.train_list, args.val_list, args.world,
             args.shots, args.splits, args.seed, args.order, args.published_train,
-            args.published_base_test, args.published_novel_test)
+            args.published_base_test, args.published_novel_test, args.base)
     except (ListFileError, ValueError) as err:
         log.error("%s", err)
         return 2
