@@ -3,7 +3,6 @@ worker-pool map and its progress display."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing
 import os
@@ -12,6 +11,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from tqdm import tqdm
+
+# Numeric argparse types live in kiclip (inspect_decode uses them too); commands import them here.
+from kiclip.cli_args import non_negative_int, number_type, positive_float, positive_int  # noqa: F401
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,36 +36,6 @@ def setup_logging(verbose: bool = False) -> None:
 def default_workers() -> int:
     """One worker per CPU this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def number_type(kind: type = int, minimum: float | None = None, maximum: float | None = None,
-                above: float | None = None) -> Callable[[str], int | float]:
-    """An argparse `type=` that parses `kind` and rejects, at parse time, values below
-    `minimum`, above `maximum` or not strictly above `above` (argparse then exits 2 naming the
-    option, the value and the allowed range)."""
-    bounds = [f">= {minimum}" if minimum is not None else "",
-              f"> {above}" if above is not None else "",
-              f"<= {maximum}" if maximum is not None else ""]
-    allowed = " and ".join(b for b in bounds if b)
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
-        if ((minimum is not None and not value >= minimum)
-                or (maximum is not None and not value <= maximum)
-                or (above is not None and not value > above)):  # `not` also rejects NaN
-            raise argparse.ArgumentTypeError(f"{text} is out of range: must be {allowed}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse's "invalid <name> value" fallback
-    return parse
-
-
-positive_int = number_type(int, minimum=1)
-non_negative_int = number_type(int, minimum=0)
-positive_float = number_type(float, above=0)
 
 
 def report_work(amount: int) -> None:
