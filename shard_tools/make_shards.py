@@ -267,7 +267,7 @@ def _nothing_packed_message(rows: list[ListRow], config: ShardConfig,
                             skipped: list[dict]) -> str:
     reasons = Counter(s["reason"].split(":")[0] for s in skipped)
     counts = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
-    lines = [f"all {len(rows)} rows of {config.list_path} were skipped ({counts}); "
+    lines = [f"every row of {config.list_path} was skipped ({len(rows)} rows: {counts}); "
              f"no shards written"]
     missing = next((s for s in skipped if s["reason"].startswith("missing")), None)
     if missing:

@@ -148,9 +148,9 @@ def load_weights(path: str | Path) -> dict[str, Any]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise ValueError(f"checkpoint {path} holds objects other than tensors and plain values, "
-                         "which torch.load(weights_only=True) refuses to unpickle; it is not a "
-                         "kiclip weights file") from err
+        raise ValueError(f"checkpoint {path} cannot be unpickled by torch.load(weights_only=True): "
+                         "it is damaged or holds objects other than tensors and plain values, so "
+                         "it is not a kiclip weights file") from err
     except Exception as err:  # noqa: BLE001 - zip, pickle and torch each raise their own types
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ValueError(f"checkpoint {path} is a damaged or unsupported PyTorch file "
