@@ -5,10 +5,11 @@
 
 Every video is probed first (PyAV decodes all its frames, in parallel): missing, empty,
 not-a-video, undecodable and truncated files are left out and listed in the manifest's
-`skipped` with their reason; the run always finishes. Shards are written under a temporary name
-and renamed when complete. Rerunning with the same inputs and options keeps the shards already
-complete and continues after them; `--overwrite` rebuilds from scratch. Layout and fields:
-docs/CONTRACTS.md and docs/data.md.
+`skipped` with their reason and the run goes on; if every row is skipped (e.g. a wrong
+--video-root) it fails with exit 1 and writes no manifest. Shards are written under a temporary
+name and renamed when complete. Rerunning with the same inputs and options keeps the shards
+already complete and continues after them (also after Ctrl-C, which exits 130);
+`--overwrite` rebuilds from scratch. Layout and fields: docs/CONTRACTS.md and docs/data.md.
 """
 
 from __future__ import annotations
