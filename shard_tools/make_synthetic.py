@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=defaults.seed, help="same seed, same bytes")
     p.add_argument("--clips-per-class", type=positive_int, default=defaults.clips_per_class,
                    help="training videos per class")
-    p.add_argument("--val-per-class", type=positive_int, default=defaults.val_per_class,
+    p.add_argument("--val-per-class", type=non_negative_int, default=defaults.val_per_class,
                    help="validation/test videos per class")
     p.add_argument("--size", type=frame_size, default=defaults.size,
                    help="frame edge in pixels (even, >= 16)")

@@ -167,3 +167,13 @@ def test_help_shows_defaults(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "(default: 224)" in out and "(default: torch)" in out
+
+
+@pytest.mark.parametrize("option, value", [("--decode", "-1"), ("--views", "0"),
+                                           ("--num-frames", "0"), ("--stride", "0"),
+                                           ("--image-size", "-224"), ("--epoch", "-1")])
+def test_numeric_decode_options_are_checked_at_parse_time(built, capsys, option, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(built), "--decode", "1", option, value])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: {value} is out of range" in capsys.readouterr().err
