@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 
 from shard_tools.cli_common import (
     default_workers,
-    non_negative_int,
+    number_type,
     parallel_map,
     positive_int,
     report_work,
@@ -443,8 +443,8 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 def short_side(text: str) -> int:
     """argparse type of --short-side: 0 (keep the size) or at least MIN_SHORT_SIDE pixels."""
-    value = non_negative_int(text)
-    if 0 < value < MIN_SHORT_SIDE:
+    value = number_type(int)(text)
+    if value != 0 and value < MIN_SHORT_SIDE:
         raise argparse.ArgumentTypeError(
             f"{value} is out of range: 0 keeps the size, else at least {MIN_SHORT_SIDE} pixels")
     return value
