@@ -9,12 +9,12 @@ views, short side S, centre S×S crop, CLIP normalisation), only from a file ins
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 
@@ -29,6 +29,9 @@ from kiclip.config import (
 from kiclip.data.decode import DecodeError, decode_frames
 from kiclip.data.sampling import CLIP_MEAN, CLIP_STD, ClipSpec, plan_clip
 from kiclip.data.transforms import apply_plan
+from kiclip.video_probe import VideoProbeError, file_problem, probe_video
+
+log = logging.getLogger(__name__)
 
 
 class VideoReadError(ValueError):
@@ -99,29 +102,29 @@ def frozen_clip_model(model_name: str | None, pretrained: str | None,
 
 
 def count_video_frames(path: str | os.PathLike) -> tuple[int, int, int]:
-    """(frames, height, width) of a video file's first video stream.
+    """(frames, height, width) of a video file's first video stream, frames that decode.
 
-    Frames are counted by demuxing packets (no decoding), so a long video costs little; if the
-    count overshoots, ``decode_frames`` repeats the last decodable frame, as the loaders do.
-    Raises FileNotFoundError or VideoReadError, both naming the file.
+    The probe is make_shards' (kiclip.video_probe), in its cheap mode: packets are counted
+    without decoding unless they fall short of the header's frame count. A cut-off file (e.g. a
+    "faststart" mp4 whose header promises 250 frames of which 114 decode) is used up to its last
+    decodable frame, with a warning naming both counts. Raises FileNotFoundError (no such
+    file) or VideoReadError (a directory, empty, not a video, nothing decodes), naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video {path} does not exist")
+    problem = file_problem(path)
+    if problem and not Path(path).exists():
+        raise FileNotFoundError(problem)
+    if problem:
+        raise VideoReadError(problem)
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoReadError(f"video {path} has no video stream")
-            stream = container.streams.video[0]
-            height, width = stream.codec_context.height, stream.codec_context.width
-            frames = sum(1 for packet in container.demux(stream) if packet.size)
-    except (av.FFmpegError, OSError, ValueError) as exn:
-        if isinstance(exn, VideoReadError):
-            raise
-        raise VideoReadError(f"video {path} is not readable by PyAV: {exn}") from exn
-    if frames < 1 or height < 1 or width < 1:
+        info = probe_video(Path(path), decode_all=False, allow_truncated=True)
+    except VideoProbeError as exn:
+        raise VideoReadError(f"video {path} cannot be used: {exn}") from exn
+    if info.truncated:
+        log.warning("video %s is truncated: its header promises %d frames but only %d decode; "
+                    "sampling from those %d", path, info.promised, info.frames, info.frames)
+    if info.height < 1 or info.width < 1:
         raise VideoReadError(f"video {path} has no video frames")
-    return frames, height, width
+    return info.frames, info.height, info.width
 
 
 def load_video_clips(path: str | os.PathLike, spec: ClipSpec) -> tuple[torch.Tensor, np.ndarray]:

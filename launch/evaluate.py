@@ -34,6 +34,7 @@ if __package__ in (None, ""):
 
 from kiclip.config import B2N_PRESETS, ConfigError, preset_table  # noqa: E402
 from kiclip.layout import check_datasets, prompt_record, read_shard_set, resolve_protocol  # noqa: E402
+from kiclip.video_probe import file_problem  # noqa: E402
 
 log = logging.getLogger("kiclip.evaluate")
 
@@ -71,13 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spaces = _label_spaces(args)
         for path in args.checkpoint or []:
-            if not Path(path).is_file():
-                raise ConfigError(f"checkpoint {path} does not exist (train.py writes RUN/weights/"
-                                  "epoch_NNN.pt; average_weights.py writes RUN/averaged.pt)")
+            problem = file_problem(path, "checkpoint")
+            if problem:
+                raise ConfigError(f"{problem} (train.py writes RUN/weights/epoch_NNN.pt; "
+                                  "average_weights.py writes RUN/averaged.pt)")
     except ConfigError as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
-    runs = [_evaluate_one(args, source, spaces) for source in (args.checkpoint or ["frozen-clip"])]
+    try:
+        runs = [_evaluate_one(args, source, spaces)
+                for source in (args.checkpoint or ["frozen-clip"])]
+    except ConfigError as err:  # a --checkpoint that is not a kiclip weights file
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        return 2
     results = _summarise(runs, ["base", "novel", "hm"] if args.b2n else list(spaces))
     results["prompts"] = prompt_record(spaces)
     out_dir = Path(args.output or (Path(args.checkpoint[0]).parent if args.checkpoint else "results"))
@@ -114,7 +121,10 @@ def _evaluate_one(args, source: str, spaces: dict) -> dict:
             log.warning("--frozen-clip without --pretrained evaluates randomly initialised weights")
         loaded = frozen_clip_model(args.model, args.pretrained, preset=args.b2n or "k400")
     else:
-        loaded = load_checkpoint_model(source)
+        try:
+            loaded = load_checkpoint_model(source)
+        except ValueError as err:  # load_weights names the file and what is wrong with it
+            raise ConfigError(str(err)) from err
     module, tokenizer, cfg = loaded.module, loaded.tokenizer, loaded.cfg
     cfg.data.num_views = args.views
     if args.batch_size:

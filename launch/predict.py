@@ -22,8 +22,12 @@ was trained with), a shard folder's manifest.json (its rephrased texts when it h
 text file with one name per line (use it when names contain commas). --classes and
 --classes-file may be combined; a list must be all rephrased or all plain.
 
-Exit status: 0 ok; 2 bad arguments (missing video/checkpoint/classes file, empty class list);
-1 the video or checkpoint exists but cannot be read.
+A video cut short (its header promises more frames than decode) is used up to its last
+decodable frame, with a warning; the reported frame indices all exist.
+
+Exit status: 0 ok; 2 bad arguments (video/checkpoint missing, a directory or empty; missing
+classes file, empty class list); 1 the video or checkpoint cannot be read (the message says
+what is wrong with it).
 """
 
 from __future__ import annotations
@@ -84,10 +88,61 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def to_json(value, indent: int = 2) -> str:
+    """JSON with nested objects indented but lists of numbers kept on one line, so a
+    (views, T) frame-index list reads as rows instead of one integer per line."""
+    return _json_lines(value, indent, 0)
+
+
+def _json_lines(value, indent: int, depth: int) -> str:
+    pad, inner = " " * (indent * depth), " " * (indent * (depth + 1))
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k))}: {_json_lines(v, indent, depth + 1)}"
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and value and not _numbers_only(value):
+        items = [f"{inner}{_json_lines(v, indent, depth + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(value, separators=(", ", ": "))
+
+
+def _numbers_only(value) -> bool:
+    if isinstance(value, list):
+        return all(_numbers_only(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def input_problems(args) -> str | None:
+    """The first bad --video / --checkpoint / number, found without importing torch (so a
+    typo is answered at once); None when they look usable."""
+    from kiclip.video_probe import file_problem
+
+    if args.top_k < 1 or args.views < 1:
+        return "--top-k and --views must be >= 1"
+    problem = file_problem(args.video, "video")
+    if problem:
+        return problem
+    if args.checkpoint:
+        problem = file_problem(args.checkpoint, "checkpoint")
+        if problem:
+            return (f"{problem} (train.py writes RUN/weights/epoch_NNN.pt; average_weights.py "
+                    "writes RUN/averaged.pt)")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    def fail(code: int, message: str) -> int:
+        print(f"predict.py: error: {message}", file=sys.stderr)
+        return code
+
+    problem = input_problems(args)
+    if problem:
+        return fail(2, problem)
+    # torch, open_clip and the model code load only now: --help and the checks above stay fast.
     from kiclip.inference import (
         VideoReadError,
         frozen_clip_model,
@@ -95,17 +150,6 @@ def main(argv: list[str] | None = None) -> int:
         parse_class_list,
     )
 
-    def fail(code: int, message: str) -> int:
-        print(f"predict.py: error: {message}", file=sys.stderr)
-        return code
-
-    if args.top_k < 1 or args.views < 1:
-        return fail(2, "--top-k and --views must be >= 1")
-    if not Path(args.video).is_file():
-        return fail(2, f"video {args.video} does not exist")
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        return fail(2, f"checkpoint {args.checkpoint} does not exist (train.py writes "
-                       "RUN/weights/epoch_NNN.pt; average_weights.py writes RUN/averaged.pt)")
     try:
         class_names = parse_class_list(args.classes, args.classes_file)
     except (FileNotFoundError, ValueError) as err:
@@ -126,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         result = predict(model, args.video, class_names, args.top_k, args.views)
     except VideoReadError as err:
         return fail(1, str(err))
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    print(to_json(result) if args.json else format_table(result))
     return 0
 
 

@@ -19,7 +19,8 @@ each layer.
 --layers default: every layer after the 5th (6-12 for ViT-B/16). A model with 5 layers or
 fewer (e.g. the 4-layer kiclip-tiny) shows all its layers instead.
 
-Exit status: 0 ok; 2 bad arguments (missing video/checkpoint, bad --layers/--frame);
+Exit status: 0 ok; 2 bad arguments (video/checkpoint missing, a directory or empty; bad
+--layers/--frame);
 1 the video or checkpoint exists but cannot be read.
 """
 
@@ -121,18 +122,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from kiclip.eigencam import parse_layers
     from kiclip.inference import VideoReadError, load_checkpoint_model
+    from kiclip.video_probe import file_problem
 
     def fail(code: int, message: str) -> int:
         print(f"visualize.py: error: {message}", file=sys.stderr)
         return code
 
-    if not Path(args.video).is_file():
-        return fail(2, f"video {args.video} does not exist")
-    if not Path(args.checkpoint).is_file():
-        return fail(2, f"checkpoint {args.checkpoint} does not exist")
+    for problem in (file_problem(args.video, "video"), file_problem(args.checkpoint, "checkpoint")):
+        if problem:
+            return fail(2, problem)
     try:
         model = load_checkpoint_model(args.checkpoint)
-    except Exception as err:  # noqa: BLE001 - torch.load raises many types for a bad file
+    except ValueError as err:  # load_weights names the file and what is wrong with it
+        return fail(1, str(err))
+    except Exception as err:  # noqa: BLE001 - building the model from a damaged config
         return fail(1, f"cannot load checkpoint {args.checkpoint}: {err}")
     import torch
 

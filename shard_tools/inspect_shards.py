@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(sha256, sample count read from the tar, .idx present and matching). Exits "
             "non-zero on any mismatch, naming the shard."
         ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("directory", type=Path, help="a make_shards.py output directory")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -200,7 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from kiclip.data.inspect_decode import decode_option_problem
+
+    problem = decode_option_problem(args)  # before minutes of decoding, not after
+    if problem:
+        parser.error(problem)
     setup_logging(args.verbose)
     if args.decode:
         from kiclip.data.inspect_decode import run_decode

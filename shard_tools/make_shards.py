@@ -5,10 +5,11 @@
 
 Every video is probed first (PyAV decodes all its frames, in parallel): missing, empty,
 not-a-video, undecodable and truncated files are left out and listed in the manifest's
-`skipped` with their reason; the run always finishes. Shards are written under a temporary name
-and renamed when complete. Rerunning with the same inputs and options keeps the shards already
-complete and continues after them; `--overwrite` rebuilds from scratch. Layout and fields:
-docs/CONTRACTS.md and docs/data.md.
+`skipped` with their reason and the run goes on; if every row is skipped (e.g. a wrong
+--video-root) it fails with exit 1 and writes no manifest. Shards are written under a temporary
+name and renamed when complete. Rerunning with the same inputs and options keeps the shards
+already complete and continues after them (also after Ctrl-C, which exits 130);
+`--overwrite` rebuilds from scratch. Layout and fields: docs/CONTRACTS.md and docs/data.md.
 """
 
 from __future__ import annotations
@@ -32,9 +33,17 @@ import shlex
 import shutil
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 
-from shard_tools.cli_common import default_workers, parallel_map, setup_logging
+from shard_tools.cli_common import (
+    default_workers,
+    number_type,
+    parallel_map,
+    positive_int,
+    report_work,
+    setup_logging,
+)
 from shard_tools.lists import (
     ClassName,
     ListFileError,
@@ -64,10 +73,17 @@ MANIFEST = "manifest.json"
 STATE = ".make_shards-state.json"  # progress of an unfinished run, for resuming
 WORK_DIR = ".transcode-work"
 MANIFEST_VERSION = 1
+MIN_SHORT_SIDE = 16  # smaller frames hold nothing a model can use; likely a typo
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class LabelError(ValueError):
     """A list row whose label the class file does not have; names the list file and line."""
+
+
+class NothingPackedError(RuntimeError):
+    """Every row of the list was skipped; the message counts why and shows the first missing
+    path as resolved against --video-root, with a likelier root when one is found."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +140,8 @@ def build_shards(config: ShardConfig, progress: bool = False) -> dict:
 
     Raises ListFileError (naming file and line) for bad list/class files and LabelError for a
     label outside the class file, before any video is touched; FileExistsError when OUT holds
-    shards of different inputs and `overwrite` is off.
+    shards of different inputs and `overwrite` is off; NothingPackedError (no manifest
+    written) when every row was skipped, e.g. under a wrong --video-root.
     """
     classes = read_classes(config.classes_path)
     rows = read_video_list(config.list_path)
@@ -144,10 +161,15 @@ def build_shards(config: ShardConfig, progress: bool = False) -> dict:
     todo = [_job(i, row, config, out) for i, row in enumerate(rows) if i >= state.next_row]
     if todo:
         (out / WORK_DIR).mkdir(exist_ok=True)
-    prepared = parallel_map(_prepare, todo, config.workers, progress, "probe+pack")
-    _pack(prepared, rows, classes, config, out, state)
+    # closing(): on Ctrl-C or an error in _pack the worker pool is stopped at once, not at GC.
+    with closing(parallel_map(_prepare, todo, config.workers, progress, "probe+pack",
+                              work_unit="frames")) as prepared:
+        _pack(prepared, rows, classes, config, out, state)
     shutil.rmtree(out / WORK_DIR, ignore_errors=True)
 
+    if rows and not state.shards:
+        (out / STATE).unlink(missing_ok=True)
+        raise NothingPackedError(_nothing_packed_message(rows, config, state.skipped))
     manifest = _manifest(rows, classes, config, fingerprint, state)
     manifest.update(_dataset_fields(config))
     _write_json_atomic(out / MANIFEST, manifest)
@@ -217,12 +239,12 @@ def _prepare(job: _Job) -> _Prepared:
                 raise VideoProbeError(
                     f"container .{ext} cannot go into a shard as is (allowed: "
                     f"{', '.join(SHARD_VIDEO_EXTS)}); use --transcode vp9|mjpeg|h264")
-            result.info = probe_video(Path(job.source))
+            result.info = probe_video(Path(job.source), on_frames=report_work)
             result.data_path, result.ext = job.source, ext
         else:
             try:  # transcode_video probes the source first: a bad one keeps its own reason
                 result.info = transcode_video(Path(job.source), Path(job.work_path), job.codec,
-                                              job.short_side, job.gop)
+                                              job.short_side, job.gop, on_frames=report_work)
             except VideoProbeError:
                 raise
             except Exception as err:  # any encoder failure leaves this one video out
@@ -242,6 +264,38 @@ def _job(index: int, row: ListRow, config: ShardConfig, out: Path) -> _Job:
         work = str(out / WORK_DIR / f"{key}.{CODECS[config.transcode].ext}")
     return _Job(index, str(Path(config.video_root) / row.path), key, work, config.transcode,
                 config.short_side, config.gop)
+
+
+def _nothing_packed_message(rows: list[ListRow], config: ShardConfig,
+                            skipped: list[dict]) -> str:
+    reasons = Counter(s["reason"].split(":")[0] for s in skipped)
+    counts = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+    lines = [f"every row of {config.list_path} was skipped ({len(rows)} rows: {counts}); "
+             f"no shards written"]
+    missing = next((s for s in skipped if s["reason"].startswith("missing")), None)
+    if missing:
+        root = Path(config.video_root)
+        lines.append(f"first missing: {config.list_path}:{missing['line']} {missing['path']} -> "
+                     f"{(root / missing['path']).resolve()}")
+        lines.append(_root_hint(root, missing["path"]))
+    elif skipped:
+        first = skipped[0]
+        lines.append(f"first: {first['path']} (line {first['line']}): {first['reason']}")
+    return "\n".join(lines)
+
+
+def _root_hint(root: Path, relpath: str, max_children: int = 200) -> str:
+    """Where `relpath` does exist, one level above or below `root` (the usual mistake)."""
+    if not root.is_dir():
+        return f"--video-root {root} is not a directory"
+    if (root.parent / relpath).is_file():
+        return f"it exists under the parent folder: try --video-root {root.parent}"
+    children = sorted(c for c in root.iterdir() if c.is_dir())[:max_children]
+    for child in children:
+        if (child / relpath).is_file():
+            return f"it exists one level down: try --video-root {child}"
+    return (f"check --video-root {root}: the list's paths are joined to it "
+            f"(e.g. {relpath.split('/')[0]}/ should be a folder in it)")
 
 
 def _key(index: int, path: str) -> str:
@@ -416,6 +470,15 @@ def _write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def short_side(text: str) -> int:
+    """argparse type of --short-side: 0 (keep the size) or at least MIN_SHORT_SIDE pixels."""
+    value = number_type(int)(text)
+    if value != 0 and value < MIN_SHORT_SIDE:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of range: 0 keeps the size, else at least {MIN_SHORT_SIDE} pixels")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = ShardConfig(Path(), Path(), Path(), Path())
     p = argparse.ArgumentParser(
@@ -440,19 +503,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset name recorded in manifest.json, which train.py/evaluate.py "
                         "check against --b2n (default: what make_splits wrote in splits.json "
                         "beside --classes or --list; else none)")
-    p.add_argument("--samples-per-shard", type=int, default=d.samples_per_shard,
+    p.add_argument("--samples-per-shard", type=positive_int, default=d.samples_per_shard,
                    help="most samples in one shard")
-    p.add_argument("--max-shard-bytes", type=int, default=d.max_shard_bytes,
+    p.add_argument("--max-shard-bytes", type=positive_int, default=d.max_shard_bytes,
                    help="a shard is closed before it would grow past this many bytes")
     p.add_argument("--transcode", choices=["copy", *sorted(CODECS)], default=d.transcode,
                    help="copy: store the files as they are; vp9/mjpeg: re-encode so DALI's CPU "
                         "decoder reads them; h264: re-encode for DALI's GPU decoder")
-    p.add_argument("--short-side", type=int, default=d.short_side,
+    p.add_argument("--short-side", type=short_side, default=d.short_side,
                    help="when transcoding, downscale so the shorter edge is at most this "
-                        "(0 keeps the size)")
-    p.add_argument("--gop", type=int, default=d.gop,
+                        f"(0 keeps the size; else at least {MIN_SHORT_SIDE})")
+    p.add_argument("--gop", type=positive_int, default=d.gop,
                    help="when transcoding, a keyframe every N frames (cheap seeks)")
-    p.add_argument("--workers", type=int, default=default_workers(),
+    p.add_argument("--workers", type=positive_int, default=default_workers(),
                    help="processes probing/transcoding in parallel")
     p.add_argument("--overwrite", action="store_true",
                    help="delete existing shards in OUT and rebuild (default: keep complete "
@@ -465,8 +528,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    if args.samples_per_shard < 1 or args.max_shard_bytes < 1:
-        raise SystemExit("--samples-per-shard and --max-shard-bytes must be positive")
     config = ShardConfig(
         list_path=args.list_path, video_root=args.video_root, classes_path=args.classes_path,
         out=args.out, samples_per_shard=args.samples_per_shard,
@@ -482,6 +543,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ListFileError, LabelError, FileExistsError) as err:
         log.error("%s", err)
         return 2
+    except NothingPackedError as err:
+        log.error("%s", err)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nmake_shards: interrupted; complete shards are kept in {args.out}: run the same "
+              "command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
     for skip in manifest["skipped"]:
         log.warning("skipped %s (line %s): %s", skip["path"], skip["line"], skip["reason"])
     print(f"{manifest['total']} samples in {len(manifest['shards'])} shards, "

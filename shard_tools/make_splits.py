@@ -30,7 +30,7 @@ import json
 import logging
 
 from shard_tools import b2n
-from shard_tools.cli_common import setup_logging
+from shard_tools.cli_common import non_negative_int, positive_int, setup_logging
 from shard_tools.lists import (
     ClassName,
     ListFileError,
@@ -178,9 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-list", type=Path, help="validation list (split into base/novel tests)")
     p.add_argument("--world", type=Path,
                    help="synthetic only: world.json (default: beside --classes)")
-    p.add_argument("--shots", type=int, default=16, help="training videos per base class")
-    p.add_argument("--splits", type=int, default=3, help="number of few-shot splits (1..N)")
-    p.add_argument("--seed", type=int, default=0, help="split k draws with seed + k")
+    p.add_argument("--shots", type=positive_int, default=16, help="training videos per base class")
+    p.add_argument("--splits", type=positive_int, default=3, help="number of few-shot splits (1..N)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="split k draws with seed + k")
     p.add_argument("--order", choices=["class", "random"], default="class",
                    help="base = first half in class order (published protocol) or seeded random")
     p.add_argument("--published-train", type=Path, nargs="+",

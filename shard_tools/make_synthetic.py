@@ -33,7 +33,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from shard_tools.cli_common import default_workers, parallel_map, setup_logging
+from shard_tools.cli_common import (
+    default_workers,
+    non_negative_int,
+    number_type,
+    parallel_map,
+    positive_float,
+    positive_int,
+    setup_logging,
+)
 from shard_tools.synthetic_world import (
     OBJECT_RADIUS,
     all_classes,
@@ -123,6 +131,14 @@ def generate_dataset(
     return {split: len(lines) for split, lines in rows.items()}
 
 
+def frame_size(text: str) -> int:
+    """argparse type of --size: even (video encoders need even edges) and at least 16."""
+    value = number_type(int, minimum=16)(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"{value} is odd: video encoders need even edges")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     defaults = SyntheticSettings()
     p = argparse.ArgumentParser(
@@ -134,18 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="same seed, same bytes")
-    p.add_argument("--clips-per-class", type=int, default=defaults.clips_per_class,
+    p.add_argument("--seed", type=non_negative_int, default=defaults.seed, help="same seed, same bytes")
+    p.add_argument("--clips-per-class", type=positive_int, default=defaults.clips_per_class,
                    help="training videos per class")
-    p.add_argument("--val-per-class", type=int, default=defaults.val_per_class,
+    p.add_argument("--val-per-class", type=non_negative_int, default=defaults.val_per_class,
                    help="validation/test videos per class")
-    p.add_argument("--size", type=int, default=defaults.size, help="frame edge in pixels (even)")
-    p.add_argument("--frames", type=int, default=defaults.frames, help="frames per video")
-    p.add_argument("--fps", type=float, default=defaults.fps, help="frame rate written")
+    p.add_argument("--size", type=frame_size, default=defaults.size,
+                   help="frame edge in pixels (even, >= 16)")
+    p.add_argument("--frames", type=positive_int, default=defaults.frames, help="frames per video")
+    p.add_argument("--fps", type=positive_float, default=defaults.fps, help="frame rate written")
     p.add_argument("--codec", choices=sorted(CODECS), default=defaults.codec,
                    help="mjpeg (.avi) and vp9 (.webm) decode on DALI's CPU decoder and PyAV; "
                         "h264 (.mp4) needs DALI's GPU decoder")
-    p.add_argument("--gop", type=int, default=defaults.gop,
+    p.add_argument("--gop", type=positive_int, default=defaults.gop,
                    help="keyframe interval for vp9/h264 (mjpeg is all keyframes)")
     p.add_argument("--trails", action="store_true",
                    help="draw a fading tail behind the moving object, so a single frame "
@@ -155,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="range of the moving object's radius as a fraction of the frame edge "
                         "(the science check uses 0.16,0.22: the shape then spans more than one "
                         "8-px patch of kiclip-tiny)")
-    p.add_argument("--workers", type=int, default=default_workers(),
+    p.add_argument("--workers", type=positive_int, default=default_workers(),
                    help="processes rendering in parallel")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -170,9 +187,6 @@ def main(argv: list[str] | None = None) -> int:
         size=args.size, frames=args.frames, fps=args.fps, codec=args.codec, gop=args.gop,
         trails=args.trails, object_radius=args.object_radius,
     )
-    if settings.size % 2 or settings.size < 16:
-        raise SystemExit(f"--size must be even and >= 16 (video encoders need even edges), "
-                         f"got {settings.size}")
     start = time.perf_counter()
     counts = generate_dataset(args.out, settings, args.workers, not args.no_progress)
     print(f"wrote {counts['train']} train + {counts['val']} val videos "

@@ -1,5 +1,7 @@
 """Video files in and out through PyAV: the codec table, encoding, probing and transcoding.
 
+Probing is `kiclip.video_probe.probe_video` (re-exported here), shared with predict.py.
+
 Every other module in `shard_tools` touches video bytes only through this one, so the choice of
 codec/container (and what DALI's CPU decoder can read) is decided in a single place.
 """
@@ -7,7 +9,7 @@ codec/container (and what DALI's CPU decoder can read) is decided in a single pl
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,7 +17,11 @@ from pathlib import Path
 import av
 import numpy as np
 
-from kiclip.rotation import RotationError, display_rotation, rotate_upright, upright_size
+from kiclip.rotation import rotate_upright, upright_size
+
+# The probe lives in kiclip so predict.py reads videos exactly as make_shards judges them;
+# shard_tools modules keep importing it from here.
+from kiclip.video_probe import VideoInfo, VideoProbeError, probe_video  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -62,26 +68,6 @@ DALI_CPU_CODECS = frozenset({"mjpeg", "vp8", "vp9"})
 SHARD_VIDEO_EXTS = ("mp4", "mkv", "webm", "avi", "mov")
 
 
-class VideoProbeError(Exception):
-    """A video that cannot go into a shard; `str(err)` is the reason recorded in the manifest."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What probing a video found; `frames` counts frames actually decoded.
-
-    `width`/`height` are the displayed (upright) size; `rotation` is how far, clockwise, the
-    decoded frames must be turned to get there (kiclip.rotation: 0, 90, 180 or 270).
-    """
-
-    frames: int
-    fps: float
-    width: int
-    height: int
-    codec: str
-    rotation: int = 0
-
-
 def encode_frames(
     frames: Iterable[np.ndarray], path: Path, codec: str, fps: float, gop: int | None = None
 ) -> None:
@@ -116,64 +102,9 @@ def encode_frames(
         container.mux(stream.encode(None))
 
 
-def probe_video(path: Path) -> VideoInfo:
-    """Open `path` with PyAV and decode every frame; raise VideoProbeError(reason) if unusable.
-
-    Decoding everything (not just reading headers) is what catches truncated and corrupt files
-    before they become half-samples in a shard. A file whose header promises more frames than
-    decode delivers is reported as truncated.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise VideoProbeError("missing: file not found")
-    if not path.is_file():
-        raise VideoProbeError("not a regular file")
-    if path.stat().st_size == 0:
-        raise VideoProbeError("empty file (0 bytes)")
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as err:
-        raise VideoProbeError(f"not a readable video: {_short(err)}") from err
-    with container:
-        if not container.streams.video:
-            raise VideoProbeError("no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        frames, width, height, rotation = 0, 0, 0, 0
-        try:
-            for frame in container.decode(stream):
-                if frames == 0:
-                    rotation = _rotation_of(frame, stream)
-                    height, width = upright_size(frame.height, frame.width, rotation)
-                frames += 1
-        except (av.error.FFmpegError, ValueError) as err:
-            raise VideoProbeError(f"undecodable after {frames} frames: {_short(err)}") from err
-        if frames == 0:
-            raise VideoProbeError("undecodable: no frames decoded")
-        promised = stream.frames or 0
-        # Headers may be off by a frame or two (B-frame reordering, edit lists); a real truncation
-        # loses far more.
-        if promised and frames < promised - max(2, promised // 20):
-            raise VideoProbeError(f"truncated: header promises {promised} frames, decoded {frames}")
-        return VideoInfo(
-            frames=frames,
-            fps=_frame_rate(stream, frames),
-            width=width,
-            height=height,
-            codec=stream.codec_context.name,
-            rotation=rotation,
-        )
-
-
-def _rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> int:
-    try:
-        return display_rotation(frame, stream)
-    except RotationError as err:
-        raise VideoProbeError(str(err)) from err
-
-
 def transcode_video(
-    src: Path, dst: Path, codec: str, short_side: int | None, gop: int | None
+    src: Path, dst: Path, codec: str, short_side: int | None, gop: int | None,
+    on_frames: Callable[[int], None] | None = None,
 ) -> VideoInfo:
     """Decode `src` and write it to `dst` with `CODECS[codec]`; return the new file's VideoInfo.
 
@@ -192,8 +123,16 @@ def transcode_video(
                                             format="rgb24"), source.rotation)
             for frame in container.decode(stream)
         )
-        encode_frames(frames, dst, codec, source.fps or 25.0, gop)
-    return probe_video(dst)
+        encode_frames(_counted(frames, on_frames), dst, codec, source.fps or 25.0, gop)
+    return probe_video(dst, on_frames=on_frames)
+
+
+def _counted(frames: Iterable[np.ndarray], on_frames: Callable[[int], None] | None):
+    """`frames` unchanged, telling `on_frames` of each one that passes."""
+    for frame in frames:
+        yield frame
+        if on_frames:
+            on_frames(1)
 
 
 def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -201,19 +140,3 @@ def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     if short_side and min(width, height) > short_side:
         scale = short_side / min(width, height)
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
-
-
-def _frame_rate(stream: av.video.stream.VideoStream, frames: int) -> float:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
-            return round(float(rate), 4)
-    if stream.duration and stream.time_base:
-        seconds = float(stream.duration * stream.time_base)
-        if seconds > 0:
-            return round(frames / seconds, 4)
-    return 0.0
-
-
-def _short(err: Exception) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -43,3 +43,21 @@ def test_load_weights_names_the_file(tmp_path):
     torch.save({"not_model": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt"):
         ckpt.load_weights(tmp_path / "other.pt")
+
+
+def test_load_weights_says_what_a_non_checkpoint_is(tmp_path):
+    with pytest.raises(ValueError, match="is a directory, not a weights file"):
+        ckpt.load_weights(tmp_path)
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.pt is an empty file \(0 bytes\)"):
+        ckpt.load_weights(tmp_path / "empty.pt")
+    (tmp_path / "config.json").write_text('{"model": {}}')
+    with pytest.raises(ValueError, match="config.json is not a PyTorch weights file"):
+        ckpt.load_weights(tmp_path / "config.json")
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 a zip that ends here")
+    with pytest.raises(ValueError, match="cut.pt is a damaged or unsupported PyTorch file"):
+        ckpt.load_weights(tmp_path / "cut.pt")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="not a kiclip weights file: no 'model' entry "
+                                         r"\(it holds a list"):
+        ckpt.load_weights(tmp_path / "list.pt")

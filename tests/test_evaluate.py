@@ -110,3 +110,14 @@ def test_view_summed_accuracy_sums_views_and_reports_each_class():
     assert result["videos"] == 3 and result["views"] == 4 and result["missing"] == 0
     assert result["per_class_top1"] == {"0": 100.0, "1": 50.0}
     assert abs(result["top1"] - 200.0 / 3) < 1e-9
+
+
+def test_non_checkpoint_file_is_named_not_a_pytorch_file(b2n_shards, tmp_path):
+    bogus = tmp_path / "results.json"
+    bogus.write_text('{"base": 1.0}')
+    proc = subprocess.run(check=False, args=[sys.executable, str(EVALUATE), "--b2n", "synthetic",
+                                             "--data", str(b2n_shards), "--checkpoint", str(bogus)],
+                          cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "results.json is not a PyTorch weights file" in proc.stderr
+    assert "Traceback" not in proc.stderr

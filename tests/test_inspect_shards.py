@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shard_tools.inspect_shards import (
@@ -112,3 +113,67 @@ def test_summary_groups_skip_reasons():
                             {"path": "c", "reason": "empty file (0 bytes)"}]}
     text = summarise_manifest(manifest)
     assert "skipped: 3" in text and "2 x missing" in text and "1 x empty file (0 bytes)" in text
+
+
+def test_sheet_needs_decode_and_an_existing_folder_checked_before_decoding(built, tmp_path,
+                                                                          capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(built), "--sheet", str(tmp_path / "s.png")])
+    assert exit_info.value.code == 2 and "add --decode N" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(built), "--decode", "2", "--sheet", str(tmp_path / "no" / "s.png")])
+    err = capsys.readouterr()
+    assert exit_info.value.code == 2 and "does not exist" in err.err
+    assert err.out == ""  # refused before any clip was decoded
+
+
+def test_decode_counts_videos_and_labels_the_sheet(built, tmp_path, capsys, caplog):
+    import logging
+
+    from PIL import Image
+
+    from kiclip.data.inspect_decode import SHEET_LABEL_HEIGHT
+
+    sheet = tmp_path / "sheet.png"
+    with caplog.at_level(logging.INFO):
+        code = main([str(built), "--decode", "2", "--mode", "test", "--views", "2",
+                     "--num-frames", "4", "--stride", "2", "--image-size", "32",
+                     "--sheet", str(sheet)])
+    assert code == 0
+    clips = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(clips) == 4 and len({c["key"] for c in clips}) == 2  # 2 videos x 2 views
+    assert "decoded 2 videos: 4 clips (2 views per video)" in caplog.text
+    with Image.open(sheet) as image:
+        assert image.height == 4 * (32 + SHEET_LABEL_HEIGHT)
+        assert image.width >= 4 * 32
+        caption = image.convert("L").crop((0, 0, image.width, SHEET_LABEL_HEIGHT))
+        assert np.asarray(caption).min() < 100  # a caption is drawn above the first row
+
+
+def test_sheet_tiles_stay_small_for_full_size_clips(tmp_path):
+    import torch
+    from PIL import Image
+
+    from kiclip.data.inspect_decode import SHEET_LABEL_HEIGHT, SHEET_TILE, write_sheet
+
+    clips = [torch.zeros(3, 8, 224, 224) for _ in range(3)]
+    write_sheet(clips, str(tmp_path / "big.png"), ["0000000_a  view 0  3: red circle"] * 3)
+    with Image.open(tmp_path / "big.png") as image:
+        assert image.size == (8 * SHEET_TILE, 3 * (SHEET_TILE + SHEET_LABEL_HEIGHT))
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "(default: 224)" in out and "(default: torch)" in out
+
+
+@pytest.mark.parametrize("option, value", [("--decode", "-1"), ("--views", "0"),
+                                           ("--num-frames", "0"), ("--stride", "0"),
+                                           ("--image-size", "-224"), ("--epoch", "-1")])
+def test_numeric_decode_options_are_checked_at_parse_time(built, capsys, option, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(built), "--decode", "1", option, value])
+    assert exit_info.value.code == 2
+    assert f"argument {option}: {value} is out of range" in capsys.readouterr().err

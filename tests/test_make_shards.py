@@ -312,3 +312,108 @@ def test_scripts_run_from_the_repo_root(tiny_synthetic, tmp_path):
                            text=True, check=False)
     assert clash.returncode == 2 and "--overwrite" in clash.stderr
     shutil.rmtree(out)
+
+
+def _list_of(tmp_path: Path, names: list[str]) -> tuple[Path, Path]:
+    (tmp_path / "list.csv").write_text("".join(f"{n},0\n" for n in names))
+    (tmp_path / "classes.json").write_text('["only"]')
+    return tmp_path / "list.csv", tmp_path / "classes.json"
+
+
+@pytest.mark.parametrize("wrong_root, hint", [
+    ("too_deep", "try --video-root {data}"),       # root one folder below the videos' root
+    ("too_high", "try --video-root {data}"),       # root one folder above it
+])
+def test_every_row_missing_fails_with_the_resolved_path_and_a_root_hint(tmp_path, make_video,
+                                                                        caplog, wrong_root, hint):
+    data = tmp_path / "top" / "data"
+    (data / "cls").mkdir(parents=True)
+    (data / "cls" / "inner").mkdir()
+    make_video(data / "cls" / "a.mp4")
+    make_video(data / "cls" / "b.mp4")
+    listed, classes = _list_of(tmp_path, ["cls/a.mp4", "cls/b.mp4"])
+    root = data / "cls" if wrong_root == "too_deep" else data.parent
+    out = tmp_path / "out"
+    code = make_shards.main(["--list", str(listed), "--video-root", str(root), "--classes",
+                             str(classes), "--out", str(out), "--no-progress", "--workers", "1"])
+    err = caplog.text
+    assert code == 1
+    assert "every row" in err and "2 rows: 2 missing" in err
+    assert f"-> {(root / 'cls/a.mp4').resolve()}" in err
+    assert hint.format(data=data) in err
+    assert not (out / "manifest.json").exists() and not list(out.glob("*.tar"))
+    # The corrected root then builds normally in the same --out.
+    assert make_shards.main(["--list", str(listed), "--video-root", str(data), "--classes",
+                             str(classes), "--out", str(out), "--no-progress"]) == 0
+
+
+def test_every_row_unreadable_fails_naming_the_first_reason(tmp_path):
+    root = tmp_path / "v"
+    root.mkdir()
+    (root / "a.mp4").write_bytes(b"")
+    listed, classes = _list_of(tmp_path, ["a.mp4"])
+    with pytest.raises(make_shards.NothingPackedError, match="(?s)1 empty file.*a.mp4"):
+        build_shards(ShardConfig(listed, root, classes, tmp_path / "out"))
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--short-side", "-5", "--short-side: -5 is out of range"),
+    ("--short-side", "4", "at least 16"),
+    ("--gop", "0", "--gop: 0 is out of range"),
+    ("--samples-per-shard", "0", "--samples-per-shard"),
+    ("--max-shard-bytes", "-1", "--max-shard-bytes"),
+    ("--workers", "0", "--workers"),
+    ("--gop", "2.5", "'2.5' is not a valid int"),
+])
+def test_numeric_options_are_checked_at_parse_time(tmp_path, capsys, option, value, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        make_shards.main(["--list", "l.csv", "--video-root", ".", "--classes", "c.json",
+                          "--out", str(tmp_path / "out"), option, value])
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_progress_counts_frames_within_videos(tiny_synthetic, tmp_path, capsys):
+    code = make_shards.main(["--list", str(tiny_synthetic / "val.csv"), "--video-root",
+                             str(tiny_synthetic), "--classes", str(tiny_synthetic / "classes.json"),
+                             "--out", str(tmp_path / "out"), "--workers", "2"])
+    assert code == 0
+    final = capsys.readouterr().err.split("\r")[-1]  # the bar's last redraw
+    # 48 videos of 8 frames, each decoded once by the probe (copy mode), counted in workers.
+    assert "48/48" in final and "384 frames" in final, final
+
+
+def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tiny_synthetic, tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    # 96 rows transcoded to vp9 in 2-sample shards: slow enough to interrupt mid-run.
+    command = [sys.executable, "shard_tools/make_shards.py", "--list",
+               str(tiny_synthetic / "train.csv"), "--video-root", str(tiny_synthetic),
+               "--classes", str(tiny_synthetic / "classes.json"), "--out", str(out),
+               "--samples-per-shard", "2", "--transcode", "vp9", "--workers", "2",
+               "--no-progress"]
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (out / "shard-000000.tar").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no shard appeared"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "run the same command again to resume" in lines[0], stderr
+    assert not (out / "manifest.json").exists()
+    kept = sorted(p.name for p in out.glob("shard-*.tar"))
+    assert kept and len(kept) < 48
+
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "resuming: keeping" in done.stderr
+    assert "96 samples in 48 shards, 0 skipped" in done.stdout
+    assert verify_shards(out).ok

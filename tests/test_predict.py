@@ -124,3 +124,87 @@ def test_frozen_clip_without_checkpoint(assets, capsys):
                             "--classes", "a,b,c", "--views", 1, "--json")
     result = json.loads(out)
     assert code == 0 and result["source"] == "frozen-clip" and len(result["top_k"]) == 3
+
+
+def test_truncated_faststart_video_samples_only_decodable_frames(assets, capsys, caplog):
+    from conftest import write_test_video
+
+    from kiclip.video_probe import VideoProbeError, probe_video
+
+    whole = write_test_video(assets["root"] / "whole.mp4", frames=250, width=48, height=40,
+                             options={"movflags": "faststart"}).read_bytes()
+    cut = assets["root"] / "cut.mp4"
+    cut.write_bytes(whole[: len(whole) // 2])  # the header (up front) still promises 250
+    decodable = probe_video(cut, allow_truncated=True).frames
+    assert 0 < decodable < 200
+    with pytest.raises(VideoProbeError, match="truncated"):  # what make_shards sees
+        probe_video(cut)
+    code, out, _ = run_main(capsys, "--checkpoint", assets["checkpoint"], "--video", cut,
+                            "--classes", "a,b", "--json")
+    assert code == 0
+    frames = torch.tensor(json.loads(out)["frames"])
+    assert int(frames.max()) < decodable  # every reported index exists
+    assert f"promises 250 frames but only {decodable} decode" in caplog.text
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("directory", "is a directory, not a file"),
+    ("empty", "is an empty file (0 bytes)"),
+])
+def test_video_that_is_a_directory_or_empty_is_named_so(assets, capsys, case, needle):
+    video = assets["root"] / f"{case}.mp4"
+    if case == "directory":
+        video.mkdir(exist_ok=True)
+    else:
+        video.write_bytes(b"")
+    code, _, err = run_main(capsys, "--checkpoint", assets["checkpoint"], "--video", video,
+                            "--classes", "a,b")
+    assert code == 2 and needle in err and "does not exist" not in err
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("random", "is not a PyTorch weights file"),
+    ("json", "is not a PyTorch weights file (it starts with b'{\"mo'"),
+    ("torch_without_model", "not a kiclip weights file: no 'model' entry (top-level keys: "
+                            "weights, step"),
+    ("empty", "is an empty file (0 bytes)"),
+])
+def test_non_checkpoint_says_what_it_is(assets, capsys, case, needle):
+    path = assets["root"] / f"not_a_checkpoint_{case}.pt"
+    if case == "random":
+        path.write_bytes(bytes(range(7, 250)) * 4)
+    elif case == "json":
+        path.write_text('{"model": "ViT-B-16"}')
+    elif case == "torch_without_model":
+        torch.save({"weights": torch.zeros(2), "step": 3}, path)
+    else:
+        path.write_bytes(b"")
+    code, _, err = run_main(capsys, "--checkpoint", path, "--video", assets["video"],
+                            "--classes", "a,b")
+    assert code in (1, 2) and needle in err, err
+    assert "pop from empty list" not in err and "Traceback" not in err
+
+
+def test_json_keeps_number_lists_on_one_line(assets, capsys):
+    code, out, _ = run_main(capsys, "--checkpoint", assets["checkpoint"], "--video", assets["video"],
+                            "--classes", "a,b,c", "--json")
+    assert code == 0
+    result = json.loads(out)
+    frame_lines = [line for line in out.splitlines() if '"frames"' in line]
+    assert frame_lines == [f'  "frames": {json.dumps(result["frames"])},']
+    assert len(out.splitlines()) < 25  # 3 top-k entries of 3 fields, not one line per index
+    assert predict.to_json({"a": [1, {"b": []}], "c": {}}) == (
+        '{\n  "a": [\n    1,\n    {\n      "b": []\n    }\n  ],\n  "c": {}\n}')
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--checkpoint", "x.pt", "--video", "nope.mp4",
+                                                "--classes", "a"]])
+def test_help_and_argument_errors_do_not_import_torch(argv):
+    probe = ("import runpy, sys\n"
+             f"sys.argv = ['predict.py', *{argv!r}]\n"
+             "try:\n    runpy.run_path('launch/predict.py', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr

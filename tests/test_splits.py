@@ -150,3 +150,12 @@ def test_clear_errors(tmp_path, caplog):
     classes48, train48, val48 = _dataset(tmp_path / "f", 48)
     with pytest.raises(ValueError, match="world.json: not found"):
         make_splits(tmp_path / "o", "synthetic", classes48, train48, val48)
+
+
+@pytest.mark.parametrize("option, value", [("--shots", "0"), ("--splits", "-1"),
+                                           ("--seed", "-3"), ("--shots", "two")])
+def test_numeric_options_are_checked_at_parse_time(tmp_path, capsys, option, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dataset", "k400", "--out", str(tmp_path / "out"), option, value])
+    assert exit_info.value.code == 2 and f"argument {option}: " in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -142,7 +142,7 @@ def test_cli_runs_as_a_script_and_has_help(tmp_path):
     bad = subprocess.run([sys.executable, "shard_tools/make_synthetic.py", "--out",
                           str(tmp_path / "e"), "--size", "33"], cwd=REPO, capture_output=True,
                          text=True, check=False)
-    assert bad.returncode != 0 and "--size must be even" in bad.stderr
+    assert bad.returncode == 2 and "--size: 33 is odd" in bad.stderr
 
 
 @pytest.mark.parametrize("direction", range(4))
@@ -179,3 +179,18 @@ def test_object_radius_argument_parses_and_names_the_problem():
     for bad in ("0.2", "0.3,0.1", "a,b", "0.1,0.3"):
         with pytest.raises(argparse.ArgumentTypeError, match="LOW"):
             world.parse_radius_range(bad)
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--frames", "0", "must be >= 1"), ("--fps", "0", "must be > 0"), ("--fps", "nan", "> 0"),
+    ("--gop", "-2", "must be >= 1"), ("--clips-per-class", "0", ">= 1"),
+    ("--val-per-class", "-1", ">= 0"), ("--size", "8", ">= 16"), ("--workers", "0", ">= 1"),
+])
+def test_numeric_options_are_checked_at_parse_time(tmp_path, capsys, option, value, needle):
+    from shard_tools.make_synthetic import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "out"), option, value])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument {option}: {value}" in err and needle in err
+    assert not (tmp_path / "out").exists()

@@ -143,3 +143,14 @@ def test_clip_is_the_centre_view(assets):
     assert clips.shape == (1, 3, 8, 32, 32)
     span = (8 - 1) * model.cfg.data.stride
     assert int(frames[0, 0]) == (30 - 1 - span) // 2
+
+
+def test_cli_names_what_is_wrong_with_checkpoint_and_video(assets, capsys):
+    not_weights = assets["root"] / "config.json"
+    not_weights.write_text('{"model": {}}')
+    assert visualize.main(["--checkpoint", str(not_weights), "--video", str(assets["video"])]) == 1
+    assert "is not a PyTorch weights file" in capsys.readouterr().err
+    folder = assets["root"] / "a_folder.mp4"
+    folder.mkdir(exist_ok=True)
+    assert visualize.main(["--checkpoint", str(assets["checkpoint"]), "--video", str(folder)]) == 2
+    assert "a_folder.mp4 is a directory, not a file" in capsys.readouterr().err

@@ -1,10 +1,11 @@
 """``inspect_shards.py --decode N``: see what training is fed, through either loader.
 
-Decodes the first N clips of a shard directory in stored order (no shuffle, so both loaders
+Decodes the first N videos of a shard directory in stored order (no shuffle, so both loaders
 see the same samples; the clips' windows, crops and flips are still drawn as in training) and
 prints one JSON line per clip: ``{"key", "view", "frames": [indices], "shape": [3, T, S, S]}``.
-``--sheet out.png`` writes a contact sheet: one row per clip, one column per frame, after the
-transforms, de-normalised.
+A video gives one clip in train mode and ``--views`` clips in test mode. ``--sheet out.png``
+writes a contact sheet: one row per clip (labelled with key, view and class), one column per
+frame, after the transforms, de-normalised, frames shown at most SHEET_TILE pixels wide.
 
 Imports stay light at module level so inspect_shards.py --help does not load torch.
 """
@@ -13,38 +14,62 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
+
+from kiclip.cli_args import non_negative_int, positive_int
 
 log = logging.getLogger(__name__)
+
+SHEET_TILE = 96  # frame edge on the contact sheet: a row of T frames stays screen-wide
+SHEET_MAX_ROWS = 64  # beyond this the sheet stops being something one looks at
+SHEET_LABEL_HEIGHT = 14  # a line of PIL's default font above each row
 
 
 def add_decode_options(parser: argparse.ArgumentParser) -> None:
     """Add the --decode options to ``parser`` (inspect_shards.py calls this)."""
     g = parser.add_argument_group("decode clips (what the model sees)")
-    g.add_argument("--decode", type=int, default=0, metavar="N",
-                   help="decode N clips through a loader and print one JSON line per clip")
+    g.add_argument("--decode", type=non_negative_int, default=0, metavar="N",
+                   help="decode the first N videos through a loader and print one JSON line per "
+                        "clip (N clips in train mode, N x --views in test mode); 0: off")
     g.add_argument("--loader", choices=["dali", "torch"], default="torch",
                    help="dali: the DALI pipeline; torch: the webdataset + PyAV fallback")
     g.add_argument("--mode", choices=["train", "test"], default="train",
                    help="train: random window/crop/flip; test: every view, centre crop")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same clips)")
-    g.add_argument("--epoch", type=int, default=0, help="epoch the clips are drawn for")
-    g.add_argument("--num-frames", type=int, default=8, help="frames per clip T")
-    g.add_argument("--stride", type=int, default=16, help="frame stride s")
-    g.add_argument("--image-size", type=int, default=224, help="crop size S")
+    g.add_argument("--views", type=positive_int, default=3,
+                   help="test mode: temporal views per video")
+    g.add_argument("--seed", type=non_negative_int, default=0,
+                   help="sampling seed (same seed, same clips)")
+    g.add_argument("--epoch", type=non_negative_int, default=0,
+                   help="epoch the clips are drawn for")
+    g.add_argument("--num-frames", type=positive_int, default=8, help="frames per clip T")
+    g.add_argument("--stride", type=positive_int, default=16, help="frame stride s")
+    g.add_argument("--image-size", type=positive_int, default=224, help="crop size S")
     g.add_argument("--sheet", default=None, metavar="PNG",
-                   help="write a contact sheet of the decoded clips to this PNG")
+                   help="with --decode: write a contact sheet of the decoded clips to this PNG "
+                        f"(first {SHEET_MAX_ROWS} clips, frames at most {SHEET_TILE} px)")
+
+
+def decode_option_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the decode options, found before any decoding; None if nothing."""
+    if args.sheet and not args.decode:
+        return "--sheet shows decoded clips: add --decode N"
+    if args.sheet:
+        folder = Path(args.sheet).resolve().parent
+        if not folder.is_dir():
+            return f"--sheet {args.sheet}: folder {folder} does not exist"
+    return None
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    """Decode ``args.decode`` clips from ``args.directory``; print JSON lines; 0 on success."""
+    """Decode ``args.decode`` videos from ``args.directory``; print JSON lines; 0 on success."""
     from kiclip.data import build_loader
 
     loader = build_loader(args.directory, mode=args.mode, batch_size=min(args.decode, 8),
                           num_frames=args.num_frames, stride=args.stride,
                           image_size=args.image_size, seed=args.seed, backend=args.loader,
-                          device="cpu", num_workers=1, shuffle=False)
+                          device="cpu", num_workers=1, shuffle=False, num_views=args.views)
     loader.set_epoch(args.epoch)
-    clips, shown = [], 0
+    clips, labels, shown = [], [], 0
     for batch in loader:
         for i, key in enumerate(batch["key"]):
             if not batch["valid"][i]:
@@ -58,28 +83,60 @@ def run_decode(args: argparse.Namespace) -> int:
                               "frames": batch["frames"][i].tolist(),
                               "shape": list(video.shape)}))
             clips.append(video.float())
+            labels.append((key, int(batch["view"][i]), int(batch["label"][i])))
         if shown > args.decode:
             break
+    log.info("decoded %d videos: %d clips (%s)", min(shown, args.decode), len(clips),
+             "1 per video" if args.mode == "train" else f"{args.views} views per video")
     if loader.skipped:
         log.warning("%d samples failed to decode", loader.skipped)
     if args.sheet and clips:
-        write_sheet(clips, args.sheet)
+        names = _class_names(Path(args.directory))
+        captions = [f"{key}  view {view}  {label}: {names.get(str(label), '?')}"
+                    for key, view, label in labels]
+        write_sheet(clips, args.sheet, captions)
     return 0
 
 
-def write_sheet(clips: list, path: str) -> None:
-    """Clips (3, T, S, S) normalised → PNG grid, one row per clip, de-normalised to RGB."""
+def _class_names(directory: Path) -> dict[str, str]:
+    """{"label": name} from the directory's manifest; empty when it cannot be read."""
+    try:
+        return dict(json.loads((directory / "manifest.json").read_text()).get("classes", {}))
+    except (OSError, ValueError):
+        return {}
+
+
+def write_sheet(clips: list, path: str, captions: list[str] | None = None) -> None:
+    """Clips (3, T, S, S) normalised → PNG grid, one row per clip, de-normalised to RGB, each
+    row under its caption; the first SHEET_MAX_ROWS clips, frames at most SHEET_TILE px."""
     import numpy as np
     import torch
-    from PIL import Image
+    import torch.nn.functional as F
+    from PIL import Image, ImageDraw, ImageFont
 
     from kiclip.data.sampling import CLIP_MEAN, CLIP_STD
 
+    if len(clips) > SHEET_MAX_ROWS:
+        log.info("contact sheet shows the first %d of %d clips", SHEET_MAX_ROWS, len(clips))
+    clips = clips[:SHEET_MAX_ROWS]
+    captions = (captions or [""] * len(clips))[:len(clips)]
     mean = torch.tensor(CLIP_MEAN).view(3, 1, 1, 1)
     std = torch.tensor(CLIP_STD).view(3, 1, 1, 1)
+    tile = min(SHEET_TILE, clips[0].shape[-1])
     rows = []
     for clip in clips:
-        rgb = ((clip * std + mean).clamp(0, 1) * 255).round().byte()  # (3, T, S, S)
-        rows.append(torch.cat(list(rgb.permute(1, 2, 3, 0)), dim=1))  # (S, T·S, 3)
-    Image.fromarray(np.ascontiguousarray(torch.cat(rows, dim=0).numpy())).save(path)
-    log.info("contact sheet (%d clips) written to %s", len(clips), path)
+        frames = (clip * std + mean).clamp(0, 1).permute(1, 0, 2, 3)  # (T, 3, S, S)
+        if frames.shape[-1] != tile:
+            frames = F.interpolate(frames, size=(tile, tile), mode="area")
+        rgb = (frames * 255).round().byte().permute(0, 2, 3, 1)  # (T, tile, tile, 3)
+        rows.append(torch.cat(list(rgb), dim=1).numpy())  # (tile, T·tile, 3)
+    font = ImageFont.load_default()
+    width = max([row.shape[1] for row in rows] + [int(font.getlength(c)) + 4 for c in captions])
+    step = tile + SHEET_LABEL_HEIGHT
+    sheet = Image.new("RGB", (width, step * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (row, caption) in enumerate(zip(rows, captions)):
+        draw.text((2, r * step + 1), caption, fill="black", font=font)
+        sheet.paste(Image.fromarray(np.ascontiguousarray(row)), (0, r * step + SHEET_LABEL_HEIGHT))
+    sheet.save(path)
+    log.info("contact sheet (%d clips, %dx%d px) written to %s", len(rows), *sheet.size, path)
