@@ -29,6 +29,7 @@ if __package__ in (None, ""):
 
 from kiclip.config import B2N_PRESETS, ConfigError  # noqa: E402
 from kiclip.layout import read_shard_set, resolve_protocol  # noqa: E402
+from kiclip.remote import localize_protocol  # noqa: E402
 
 log = logging.getLogger("kiclip.evaluate")
 
@@ -40,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--b2n", metavar="DATASET", choices=sorted(B2N_PRESETS))
     what.add_argument("--cross-dataset", action="store_true")
-    parser.add_argument("--data", required=True, help="shard root (see above)")
+    parser.add_argument("--data", required=True, help="shard root (see above), or its URL "
+                        "(http(s)://, s3://, gs://, pipe:; see docs/data.md, 'Remote shards')")
+    parser.add_argument("--cache-dir", help="where a --data URL is staged (default ~/.cache/kiclip/shards)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", nargs="+", help="kiclip weights file(s): averaged.pt or weights/epoch_NNN.pt")
     source.add_argument("--frozen-clip", action="store_true",
@@ -79,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _label_spaces(args) -> dict:
+    data = localize_protocol(args.data, "b2n" if args.b2n else "cross", need_train=False,
+                             cache_dir=args.cache_dir)
     if args.b2n:
-        return resolve_protocol(args.data, "b2n", need_train=False).evals
-    root = Path(args.data)
+        return resolve_protocol(data, "b2n", need_train=False).evals
+    root = Path(data)
     spaces = {p.name: read_shard_set(p) for p in sorted(root.glob("test*")) if p.is_dir()}
     if not spaces:
         raise ConfigError(f"{root} holds no test* shard folder for cross-dataset evaluation")

@@ -30,6 +30,8 @@ import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 
+from kiclip.config import ConfigError
+from kiclip.remote import localize_folder
 from shard_tools.cli_common import setup_logging
 from shard_tools.shard_writer import (
     PARTIAL_SUFFIX,
@@ -189,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
             "non-zero on any mismatch, naming the shard."
         ),
     )
-    p.add_argument("directory", type=Path, help="a make_shards.py output directory")
+    p.add_argument("directory", help="a make_shards.py output directory, or its URL (http(s)://, "
+                   "s3://, gs://, pipe:), staged into --cache-dir first (docs/data.md)")
+    p.add_argument("--cache-dir", help="where a URL is staged (default ~/.cache/kiclip/shards)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     from kiclip.data.inspect_decode import (
         add_decode_options,  # kiclip/data owns --decode
@@ -202,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    try:
+        args.directory = localize_folder(args.directory, args.cache_dir)
+    except ConfigError as err:  # a remote shard that cannot be fetched or fails its sha256
+        print(f"FAIL {err}")
+        return 1
     if args.decode:
         from kiclip.data.inspect_decode import run_decode
 
