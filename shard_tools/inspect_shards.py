@@ -30,8 +30,7 @@ import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 
-from kiclip.config import ConfigError
-from kiclip.remote import localize_folder
+from kiclip.remote import RemoteDataError, RemoteNotFound, localize_folder
 from shard_tools.cli_common import setup_logging
 from shard_tools.shard_writer import (
     PARTIAL_SUFFIX,
@@ -208,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         args.directory = localize_folder(args.directory, args.cache_dir)
-    except ConfigError as err:  # a remote shard that cannot be fetched or fails its sha256
+    except RemoteNotFound as err:  # no manifest at the URL: as for a local folder without one
+        log.error("%s", err)
+        return 2
+    except RemoteDataError as err:  # a shard that cannot be fetched or fails its sha256
         print(f"FAIL {err}")
         return 1
     if args.decode:

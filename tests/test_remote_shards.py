@@ -29,7 +29,8 @@ B2N = ("train_split1", "base_test", "novel_test")
 
 @pytest.fixture(scope="module")
 def shard_folder(tmp_path_factory) -> Path:
-    """A make_shards folder: 6 tiny h264 clips of 2 classes, 2 per shard (3 tars)."""
+    """A make_shards folder: 6 tiny clips of 2 classes as MJPEG (DALI's CPU decoder reads it),
+    2 per shard (3 tars)."""
     root = tmp_path_factory.mktemp("videos")
     rows = []
     for i in range(6):
@@ -40,7 +41,8 @@ def shard_folder(tmp_path_factory) -> Path:
     out = root / "shards"
     assert make_shards.main(["--list", str(root / "list.csv"), "--video-root", str(root),
                              "--classes", str(root / "classes.json"), "--out", str(out),
-                             "--samples-per-shard", "2", "--workers", "1", "--no-progress"]) == 0
+                             "--samples-per-shard", "2", "--transcode", "mjpeg", "--workers", "1",
+                             "--no-progress"]) == 0
     assert len(list(out.glob("*.tar"))) == 3
     return out
 
@@ -133,6 +135,36 @@ def test_staged_folder_is_verified_and_read_by_the_loader(served, shard_folder, 
                           shuffle=False)
     keys = [k for batch in loader for k, ok in zip(batch["key"], batch["valid"]) if ok]
     assert len(keys) == 6 and loader.skipped == 0
+
+
+def test_dali_reads_the_staged_folder(served, tmp_path):
+    pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
+    from kiclip.data import build_loader
+
+    local = remote.stage(served.url, ["novel_test"], cache_dir=tmp_path / "cache", progress=False)
+    loader = build_loader(str(local / "novel_test"), mode="test", batch_size=3, num_frames=4,
+                          stride=1, image_size=32, num_views=1, backend="dali", num_workers=1,
+                          device="cpu")
+    keys = [k for batch in loader for k, ok in zip(batch["key"], batch["valid"]) if ok]
+    assert len(keys) == 6 and loader.skipped == 0
+
+
+def test_processes_staging_at_once_download_each_tar_once(served, tmp_path):
+    errors = []
+
+    def stage_it():
+        try:
+            remote.stage(served.url, ["base_test"], cache_dir=tmp_path / "cache", progress=False)
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=stage_it) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert len(_tar_requests(served)) == 3 and set(_tar_requests(served).values()) == {1}
 
 
 def test_second_run_reuses_the_cache_and_refetches_a_changed_tar(served, tmp_path):
@@ -228,6 +260,7 @@ def test_inspect_shards_reads_a_url_and_names_a_corrupt_shard(served, tmp_path, 
     served.corrupt.add("base_test/shard-000000.tar")
     assert inspect_shards.main([f"{served.url}/base_test", "--cache-dir", cache]) == 1
     assert "shard-000000.tar" in capsys.readouterr().out
+    assert inspect_shards.main([f"{served.url}/no_such_folder", "--cache-dir", cache]) == 2
 
 
 def test_train_py_stops_with_the_corrupt_shards_name(served, tmp_path):
