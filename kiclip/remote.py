@@ -131,7 +131,11 @@ def stage(url: str, folders: list[str], *, optional: list[str] = (),
     copy of it removed). Processes staging the same URL at once take turns (a file lock), so
     the ranks of one machine download once. Raises RemoteDataError naming what failed."""
     root = staging_dir(url, cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RemoteDataError(f"cannot create the cache folder {root} for {url} ({err}); "
+                              "pass --cache-dir") from None
     with _locked(root / ".lock"):
         for folder in folders:
             stage_folder(url, folder, root / folder, progress=progress)
@@ -304,7 +308,10 @@ class _HashingSink:
         self.file.close()
 
     def write(self, data: bytes) -> None:
-        self.file.write(data)
+        try:
+            self.file.write(data)
+        except OSError as err:  # a full disk is not worth another download attempt
+            raise RemoteDataError(f"cannot write {self.path} ({err})") from None
         self.digest.update(data)
         self.size += len(data)
         self.on_bytes(len(data))
