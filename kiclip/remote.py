@@ -9,7 +9,8 @@ Accepted URLs (the forms webdataset accepts for a shard, applied to the shard *r
   ``train_split1/shard-000000.tar``) and the command writes that file to stdout.
 
 Staging copies what a run needs (each protocol folder's ``manifest.json`` and the tars it lists)
-into ``CACHE/<name>-<hash of the URL>/`` and verifies every tar against the manifest's sha256.
+into ``CACHE/<name>-<hash of the URL>/``, a few tars at once, and verifies every tar against
+the manifest's sha256.
 A tar whose download does not match is fetched once more, then the run stops naming it. The
 DALI ``.idx`` is rebuilt from the verified tar rather than downloaded, so nothing unverified is
 read. A later run re-uses a staged tar whose size and mtime are those recorded when it was
@@ -30,10 +31,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kiclip.config import ConfigError
@@ -48,6 +51,7 @@ ATTEMPTS = 3                    # per file, for transient failures (dropped conn
 RETRY_WAIT_S = 0.5              # doubled after each failed attempt
 TIMEOUT_S = 60                  # per blocking read on an HTTP connection
 CHUNK = 1 << 20
+DOWNLOADS_AT_ONCE = 4           # object stores give one connection a fraction of their bandwidth
 
 # A command's stderr that means "there is no such file" rather than "try again".
 _NOT_FOUND = re.compile(r"404|not ?found|no such (file|key)|nosuchkey|no urls matched", re.I)
@@ -210,44 +214,67 @@ def _is_current(dest: Path, entry: dict, stamps: dict) -> bool:
 
 def _download_shards(url: str, folder: str, dest: Path, todo: list[dict], stamps: dict, *,
                      progress: bool) -> None:
-    """Fetch each tar of ``todo`` into ``dest``; verify; index; stamp. One re-download on a
-    sha256 mismatch, then RemoteDataError naming the shard."""
+    """Fetch the tars of ``todo`` into ``dest``, DOWNLOADS_AT_ONCE at a time; verify, index and
+    stamp each. RemoteDataError naming the first shard that fails."""
     from tqdm import tqdm
 
+    import kiclip.data.shards  # noqa: F401 - imported once here, not in the worker threads
+
+    lock = threading.Lock()
     total = sum(int(s["bytes"]) for s in todo)
     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress,
               desc=f"staging {folder or 'shards'} ({len(todo)} tars)") as bar:
-        for entry in todo:
+
+        def count(n: int) -> None:
+            with lock:
+                bar.update(n)
+
+        def stage_one(entry: dict) -> None:
             name = entry["name"]
-            shard_url = join_url(url, f"{folder}/{name}" if folder else name)
-            partial = dest / (name + PARTIAL)
-            for attempt in (1, 2):
-                try:
-                    digest, size = fetch_to_file(shard_url, partial, bar.update)
-                except RemoteNotFound:
-                    partial.unlink(missing_ok=True)
-                    # not "absent folder": the manifest was there and lists this tar
-                    raise RemoteDataError(f"{name} is listed in {folder or '.'}/{MANIFEST} but "
-                                          f"missing at {shard_url}") from None
-                if digest == entry["sha256"] and size == int(entry["bytes"]):
-                    break
-                bar.update(-size)
-                log.warning("%s: downloaded copy (sha256 %s..., %d bytes) does not match the "
-                            "manifest (%s..., %s bytes)%s", shard_url, digest[:12], size,
-                            entry["sha256"][:12], entry["bytes"],
-                            ": fetching it again" if attempt == 1 else "")
-            else:
-                partial.unlink(missing_ok=True)
-                raise RemoteDataError(
-                    f"{name} at {shard_url} is corrupt: downloaded twice, sha256 {digest[:12]}... "
-                    f"({size} bytes) both times differs from the manifest's "
-                    f"{entry['sha256'][:12]}... ({entry['bytes']} bytes); rebuild or re-upload it")
-            tar = dest / name
-            os.replace(partial, tar)
+            tar = _fetch_verified(join_url(url, f"{folder}/{name}" if folder else name), dest,
+                                  entry, count, manifest=f"{folder or '.'}/{MANIFEST}")
             _write_index(tar)
             stat = tar.stat()
-            stamps[name] = {"sha256": digest, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-            _write_atomic(dest / STAMPS, json.dumps(stamps, indent=1).encode())
+            with lock:
+                stamps[name] = {"sha256": entry["sha256"], "bytes": stat.st_size,
+                                "mtime_ns": stat.st_mtime_ns}
+                _write_atomic(dest / STAMPS, json.dumps(stamps, indent=1).encode())
+
+        with ThreadPoolExecutor(min(DOWNLOADS_AT_ONCE, len(todo))) as pool:
+            futures = [pool.submit(stage_one, entry) for entry in todo]
+            try:
+                for future in futures:
+                    future.result()
+            finally:
+                for future in futures:
+                    future.cancel()  # after a failure, start no further downloads
+
+
+def _fetch_verified(shard_url: str, dest: Path, entry: dict, on_bytes: Callable[[int], object],
+                    *, manifest: str) -> Path:
+    """Download one tar into ``dest`` and rename it into place once its sha256 and size are the
+    manifest's. One more download on a mismatch, then RemoteDataError naming the shard."""
+    name = entry["name"]
+    partial = dest / (name + PARTIAL)
+    for attempt in (1, 2):
+        try:
+            digest, size = fetch_to_file(shard_url, partial, on_bytes)
+        except RemoteNotFound:
+            partial.unlink(missing_ok=True)
+            # not "absent folder": the manifest was there and lists this tar
+            raise RemoteDataError(f"{name} is listed in {manifest} but missing at {shard_url}") from None
+        if digest == entry["sha256"] and size == int(entry["bytes"]):
+            os.replace(partial, dest / name)
+            return dest / name
+        on_bytes(-size)
+        log.warning("%s: downloaded copy (sha256 %s..., %d bytes) does not match the manifest "
+                    "(%s..., %s bytes)%s", shard_url, digest[:12], size, entry["sha256"][:12],
+                    entry["bytes"], ": fetching it again" if attempt == 1 else "")
+    partial.unlink(missing_ok=True)
+    raise RemoteDataError(
+        f"{name} at {shard_url} is corrupt: downloaded twice, neither copy has the manifest's "
+        f"sha256 {entry['sha256'][:12]}... ({entry['bytes']} bytes); the last had sha256 "
+        f"{digest[:12]}... ({size} bytes). Rebuild it with make_shards or upload it again")
 
 
 def _write_index(tar: Path) -> None:
