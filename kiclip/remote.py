@@ -87,6 +87,10 @@ def join_url(root: str, relative: str) -> str:
             raise RemoteDataError(f"{root}: a pipe: URL needs a {{}} where a file's path under the "
                                   "root goes, e.g. 'pipe:aws s3 cp s3://bucket/k400/{} -'")
         return root.replace("{}", relative)
+    if "?" in root or "#" in root:
+        raise RemoteDataError(f"{root}: a URL root cannot carry a query or fragment (files are "
+                              "named by appending their path); use s3://, gs:// or pipe: for "
+                              "signed access")
     return root.rstrip("/") + "/" + relative if relative else root
 
 
@@ -98,7 +102,9 @@ def default_cache_dir() -> Path:
 
 def staging_dir(url: str, cache_dir: str | Path | None = None) -> Path:
     """Where ``url`` is staged: ``CACHE/<last path part>-<12 hex of sha256(url)>``."""
-    tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", url.rstrip("/").rsplit("/", 1)[-1]).strip("._") or "data"
+    if not url.startswith("pipe:"):
+        url = url.rstrip("/")  # https://host/k400/ and https://host/k400 are one cache
+    tail = re.sub(r"[^A-Za-z0-9_.-]+", "_", url.rsplit("/", 1)[-1]).strip("._") or "data"
     digest = hashlib.sha256(url.encode()).hexdigest()[:12]
     return Path(cache_dir or default_cache_dir()).expanduser() / f"{tail[:40]}-{digest}"
 

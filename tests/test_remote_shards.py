@@ -228,6 +228,18 @@ def test_tar_missing_on_the_server_is_an_error_not_an_absent_folder(served, tmp_
         remote.stage(served.url, ["base_test"], cache_dir=tmp_path / "cache", progress=False)
 
 
+def test_urls_name_their_cache_and_files():
+    assert remote.staging_dir("https://h/k400/", "c") == remote.staging_dir("https://h/k400", "c")
+    assert remote.staging_dir("https://h/k400", "c").name.startswith("k400-")
+    assert remote.staging_dir("s3://b/k400", "c") != remote.staging_dir("gs://b/k400", "c")
+    assert remote.join_url("s3://b/k400/", "base_test/manifest.json") == "s3://b/k400/base_test/manifest.json"
+    assert remote.join_url("pipe:get {} -", "a/x.tar") == "pipe:get a/x.tar -"
+    with pytest.raises(remote.RemoteDataError, match="query"):
+        remote.join_url("https://h/k400?sig=1", "manifest.json")
+    assert [remote.is_remote(d) for d in ("shards/k400", "pipe:x {}", "gs://b", "/abs")] == \
+        [False, True, True, False]
+
+
 def test_pipe_url(shard_folder, tmp_path):
     url = f"pipe:cat {shlex.quote(str(shard_folder))}/{{}}"
     local = remote.localize_folder(url, tmp_path / "cache")
