@@ -35,7 +35,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -134,7 +134,7 @@ def localize_folder(data: str, cache_dir: str | Path | None = None) -> Path:
     return stage(data, [""], cache_dir=cache_dir)
 
 
-def stage(url: str, folders: list[str], *, optional: list[str] = (),
+def stage(url: str, folders: Sequence[str], *, optional: Sequence[str] = (),
           cache_dir: str | Path | None = None, progress: bool = True) -> Path:
     """Stage the make_shards ``folders`` under ``url`` ("" = the root itself); return the local
     root. An ``optional`` folder that does not exist remotely is left out (and any stale staged
