@@ -260,7 +260,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                       help="train on all classes of --data (K400 protocol, 22 epochs)")
     parser.add_argument("--config", help="JSON file of config fields (applied after the preset)")
     parser.add_argument("--data", help="shard root holding train_split{k}/, base_test/, novel_test/ (B2N) "
-                        "or train/ (cross-dataset)")
+                        "or train/ (cross-dataset); or its URL (http(s)://, s3://, gs://, pipe:)")
     parser.add_argument("--split", type=int, choices=(1, 2, 3), help="B2N split (default 1)")
     parser.add_argument("--pretrained", help="CLIP weights: a local file or an open_clip tag")
     parser.add_argument("--model", dest="model_name", help="open_clip model name (default ViT-B-16-quickgelu)")

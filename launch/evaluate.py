@@ -34,6 +34,7 @@ if __package__ in (None, ""):
 
 from kiclip.config import B2N_PRESETS, ConfigError, preset_table  # noqa: E402
 from kiclip.layout import check_datasets, prompt_record, read_shard_set, resolve_protocol  # noqa: E402
+from kiclip.remote import localize_protocol  # noqa: E402
 from kiclip.video_probe import file_problem  # noqa: E402
 
 log = logging.getLogger("kiclip.evaluate")
@@ -49,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--b2n", metavar="DATASET", choices=sorted(B2N_PRESETS),
                       help="B2N test sets of DATASET (the manifests must name it; 'custom': any)")
     what.add_argument("--cross-dataset", action="store_true")
-    parser.add_argument("--data", required=True, help="shard root (see above)")
+    parser.add_argument("--data", required=True, help="shard root (see above), or its URL "
+                        "(http(s)://, s3://, gs://, pipe:; see docs/data.md, 'Remote shards')")
+    parser.add_argument("--cache-dir", help="where a --data URL is staged (default ~/.cache/kiclip/shards)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", nargs="+", help="kiclip weights file(s): averaged.pt or weights/epoch_NNN.pt")
     source.add_argument("--frozen-clip", action="store_true",
@@ -97,12 +100,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _label_spaces(args) -> dict:
+    data = localize_protocol(args.data, "b2n" if args.b2n else "cross", need_train=False,
+                             cache_dir=args.cache_dir)
     if args.b2n:
-        evals = resolve_protocol(args.data, "b2n", need_train=False).evals
+        evals = resolve_protocol(data, "b2n", need_train=False).evals
         check_datasets(evals.values(), args.b2n, allow_mismatch=args.allow_dataset_mismatch,
                        escape="--allow-dataset-mismatch")
         return evals
-    root = Path(args.data)
+    root = Path(data)
     spaces = {p.name: read_shard_set(p) for p in sorted(root.glob("test*")) if p.is_dir()}
     if not spaces:
         raise ConfigError(f"{root} holds no test* shard folder for cross-dataset evaluation")

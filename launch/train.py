@@ -38,6 +38,7 @@ from kiclip.config import (  # noqa: E402
     preset_table,
 )
 from kiclip.layout import ProtocolData, check_datasets, prompt_record, resolve_protocol  # noqa: E402
+from kiclip.remote import localize_protocol  # noqa: E402
 
 log = logging.getLogger("kiclip.train")
 
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deepspeed_config", "--deepspeed-config", dest="deepspeed_config",
                         help="your own DeepSpeed JSON (default: generated from the config: ZeRO-2, "
                         "bf16 on GPU, AdamW, grad clip 1.0)")
+    parser.add_argument("--cache-dir", help="where a --data URL (http(s)://, s3://, gs://, pipe:) is "
+                        "staged and verified before training (default ~/.cache/kiclip/shards; "
+                        "see docs/data.md, 'Remote shards')")
     # Set by DeepSpeed's launcher; LOCAL_RANK in the environment says the same.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     return parser
@@ -66,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--deepspeed_config {args.deepspeed_config} does not exist")
             cfg.run.deepspeed_config = args.deepspeed_config
         # Everything that can be wrong with the dataset is found here, before any heavy work.
-        protocol = resolve_protocol(cfg.data.data, cfg.mode, cfg.data.split)
+        data = localize_protocol(cfg.data.data, cfg.mode, cfg.data.split, cache_dir=args.cache_dir)
+        protocol = resolve_protocol(data, cfg.mode, cfg.data.split)
         if cfg.mode == "b2n":
             check_datasets([protocol.train, *protocol.evals.values()], cfg.dataset,
                            allow_mismatch=cfg.data.allow_mismatch,

@@ -30,6 +30,7 @@ import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 
+from kiclip.remote import RemoteDataError, RemoteNotFound, localize_folder
 from shard_tools.cli_common import setup_logging
 from shard_tools.shard_writer import (
     PARTIAL_SUFFIX,
@@ -190,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("directory", type=Path, help="a make_shards.py output directory")
+    p.add_argument("directory", help="a make_shards.py output directory, or its URL (http(s)://, "
+                   "s3://, gs://, pipe:), staged into --cache-dir first (docs/data.md)")
+    p.add_argument("--cache-dir", help="where a URL is staged (default ~/.cache/kiclip/shards)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     from kiclip.data.inspect_decode import (
         add_decode_options,  # kiclip/data owns --decode
@@ -209,6 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         parser.error(problem)
     setup_logging(args.verbose)
+    try:
+        args.directory = localize_folder(args.directory, args.cache_dir)
+    except RemoteNotFound as err:  # no manifest at the URL: as for a local folder without one
+        log.error("%s", err)
+        return 2
+    except RemoteDataError as err:  # a shard that cannot be fetched or fails its sha256
+        print(f"FAIL {err}")
+        return 1
     if args.decode:
         from kiclip.data.inspect_decode import run_decode
 
