@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from kiclip.data import build_loader, open_shards
-from kiclip.data.dali_loader import dali_can_decode
 
 CLIP = {"num_frames": 4, "stride": 3, "image_size": 32, "num_views": 2}
 
@@ -124,12 +123,6 @@ def test_truncated_tar_is_reported_by_name(tiny_shards, tmp_path, caplog):
     assert tar.name in caplog.text
     assert len(open_shards(shards)) < 48
     assert sum(ok for _, _, ok, _ in epoch_rows(loader)) == 2 * len(open_shards(shards))
-
-
-def test_auto_backend_falls_back_when_dali_cannot_decode():
-    assert not dali_can_decode({"h264"}, "cpu")
-    assert dali_can_decode({"vp9", "mjpeg"}, "cpu")
-    assert dali_can_decode({"h264"}, "cuda")
 
 
 def test_auto_backend_picks_torch_for_h264_on_cpu(tmp_path):
