@@ -67,7 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
-    runs = [_evaluate_one(args, source, spaces) for source in (args.checkpoint or ["frozen-clip"])]
+    from kiclip.data.codecs import UnsupportedCodecError
+
+    try:
+        runs = [_evaluate_one(args, source, spaces)
+                for source in (args.checkpoint or ["frozen-clip"])]
+    except UnsupportedCodecError as err:
+        print(f"evaluate.py: error: {err}", file=sys.stderr)
+        return 2
     results = _summarise(runs, ["base", "novel", "hm"] if args.b2n else list(spaces))
     out_dir = Path(args.output or (Path(args.checkpoint[0]).parent if args.checkpoint else "results"))
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ __all__ = [
     "ClipSpec",
     "UnsupportedCodecError",
     "build_loader",
+    "check_loader_codecs",
     "open_shards",
     "plan_clip",
     "sample_frame_indices",
@@ -40,18 +41,33 @@ def shard_codecs(shards: ShardSet) -> set[str]:
 
 def choose_loader_backend(shard_set: ShardSet, requested: str, device: str,
                           where: str) -> BackendChoice:
-    """Ask the decoders about the shards' codecs and choose the backend (logged in one line)."""
-    from kiclip.data.codecs import dali_decodes, pyav_decodes
-    from kiclip.data.dali_loader import dali_available
+    """Ask the decoders about the shards' codecs and choose the backend (logged in one line).
 
+    Raises UnsupportedCodecError (see :func:`kiclip.data.codecs.choose_backend`)."""
     samples = codec_samples(shard_set)
-    choice = choose_backend(
-        requested, list(samples), device, dali_installed=dali_available(),
-        dali_reads=lambda codec, dev: dali_decodes(codec, samples[codec], dev),
-        pyav_reads=pyav_decodes, where=where)
+    choice = _choose(shard_set, samples, requested, device, where)
     log.info("loader backend %s for %s (codecs %s on %s: %s)", choice.name, where,
              "/".join(sorted(samples)), device, choice.reason)
     return choice
+
+
+def check_loader_codecs(shards, backend: str, device: str) -> BackendChoice:
+    """The backend ``build_loader(shards, backend=backend, device=device)`` will choose; raises
+    UnsupportedCodecError before any work when it cannot read the shards (not logged: the
+    loader logs its choice when it is built)."""
+    shard_set = shards if isinstance(shards, ShardSet) else open_shards(shards)
+    return _choose(shard_set, codec_samples(shard_set), backend, device, str(shards))
+
+
+def _choose(shard_set: ShardSet, samples: dict, requested: str, device: str,
+            where: str) -> BackendChoice:
+    from kiclip.data.codecs import dali_decodes, pyav_decodes
+    from kiclip.data.dali_loader import dali_available
+
+    return choose_backend(
+        requested, list(samples), device, dali_installed=dali_available(),
+        dali_reads=lambda codec, dev: dali_decodes(codec, samples[codec], dev),
+        pyav_reads=pyav_decodes, where=where)
 
 
 def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: int = 8,

@@ -162,13 +162,11 @@ def choose_backend(requested: str, codecs: list[str], device: str, *, dali_insta
             if not unread:
                 return BackendChoice("dali", dali_device, "; ".join(answers))
         if requested == "dali":
-            missing = [c for c in codecs if not any(dali_reads(c, d)
-                                                    for d in dict.fromkeys([device, "cpu"]))]
             raise UnsupportedCodecError(
-                f"{where}: DALI cannot decode {'/'.join(missing)} on "
-                f"{'this GPU (NVDEC) or the CPU' if device == 'cuda' else 'the CPU'} "
-                f"(DALI's CPU decoder reads vp8/vp9/mjpeg only); "
-                f"{TRANSCODE_FIX}, train on a GPU whose NVDEC reads {'/'.join(missing)}, "
+                f"{where}: DALI cannot decode the shards' {'/'.join(codecs)} videos on "
+                f"{'this GPU or the CPU' if device == 'cuda' else 'the CPU'} "
+                f"({'; '.join(answers)}; DALI's CPU decoder reads vp8/vp9/mjpeg only): "
+                f"{TRANSCODE_FIX}, or decode on a GPU whose NVDEC reads them, "
                 f"or use --loader torch")
     elif requested in ("auto", "dali"):
         answers.append("DALI not installed")
