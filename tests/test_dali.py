@@ -8,7 +8,15 @@ import pytest
 
 pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
 
-from test_loaders import CLIP, corrupt_one_sample, epoch_rows, make_tiny_shards
+from test_loaders import (
+    CLIP,
+    class_sorted_shards,  # noqa: F401 (a fixture, used by name)
+    class_spread_gap,
+    corrupt_one_sample,
+    epoch_rows,
+    make_tiny_shards,
+    rank_shares,
+)
 
 from kiclip.data import UnsupportedCodecError, build_loader
 
@@ -154,3 +162,15 @@ def test_train_with_dali_on_a_cpu_refuses_h264_before_the_run(b2n_shards, tmp_pa
     assert "Traceback" not in proc.stderr and not out.exists()
     assert f"{data / 'train_split1'}" in proc.stderr and "h264" in proc.stderr
     assert "--transcode vp9" in proc.stderr
+
+
+def test_dali_ranks_get_a_fresh_mixed_share_every_epoch(class_sorted_shards):  # noqa: F811
+    # DALI's reader sharding would give rank 0 classes 0-23 and rank 1 classes 24-47 every
+    # epoch (a gap of 0.5): the per-epoch permutation split across ranks mixes them.
+    shares = rank_shares(class_sorted_shards, "dali")
+    assert class_spread_gap(shares) <= 0.15
+    for epoch in (0, 1):
+        keys = [k for r in (0, 1) for k, _ in shares[r, epoch]]
+        assert len(keys) == len(set(keys)) == 48  # each sample once per epoch
+    for rank in (0, 1):
+        assert {k for k, _ in shares[rank, 0]} != {k for k, _ in shares[rank, 1]}
