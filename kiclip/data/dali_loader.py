@@ -2,7 +2,7 @@
 
 The pipeline, in the order data flows::
 
-    external_source: this rank's samples of the epoch (video bytes, json, member name), read
+    external_source: this rank's samples of the epoch (video bytes, json, key), read
       from the tars at the offsets of the shard index (see :class:`_EpochSamples`)
       → python_function: the sample's json + name → ClipPlan (kiclip.data.sampling), and the
         video re-packed to the packets those frames need (VP8/VP9, see pack_needed_frames)
@@ -64,7 +64,7 @@ def rank_samples(total: int, *, seed: int, epoch: int, rank: int, world_size: in
 class _EpochSamples:
     """external_source callback: batch ``first_step + iteration`` of this rank's samples.
 
-    Returns (video bytes, json bytes, member name) per sample; a short last batch is completed
+    Returns (video bytes, json bytes, key) per sample; a short last batch is completed
     by repeating its last sample. Past the last batch it raises StopIteration (DALI prefetches).
     """
 
@@ -80,13 +80,13 @@ class _EpochSamples:
             self.close()
             raise StopIteration
         chosen += chosen[-1:] * (self.batch_size - len(chosen))
-        videos, metas, names = [], [], []
+        videos, metas, keys = [], [], []
         for i in chosen:
             ref = self.shards.samples[i]
             videos.append(self._read(ref.tar, *ref.video))
             metas.append(self._read(ref.tar, *ref.meta))
-            names.append(np.frombuffer(f"{ref.key}.video".encode(), np.uint8))
-        return videos, metas, names
+            keys.append(np.frombuffer(ref.key.encode(), np.uint8))
+        return videos, metas, keys
 
     def _read(self, tar: str, offset: int, size: int) -> np.ndarray:
         f = self.files.get(tar)
@@ -162,7 +162,7 @@ def pack_needed_frames(video: bytes, frames: np.ndarray,
 
 
 class _Planner:
-    """The python_function stage: (json, member name, encoded video) → plan tensors + the bytes
+    """The python_function stage: (json, key, encoded video) → plan tensors + the bytes
     to decode (see :func:`pack_needed_frames`) and which of their frames to take.
 
     Kept at module scope so DALI's AutoGraph never rewrites it.
@@ -171,10 +171,9 @@ class _Planner:
     def __init__(self, spec: ClipSpec, mode: str, seed: int, epoch: int):
         self.spec, self.mode, self.seed, self.epoch = spec, mode, seed, epoch
 
-    def __call__(self, meta_bytes, member_bytes, video):
+    def __call__(self, meta_bytes, key_bytes, video):
         meta = load_meta(meta_bytes.tobytes())
-        # The key is the member name's base name before its first dot (as in the tar).
-        key = os.path.basename(member_bytes.tobytes().decode()).partition(".")[0]
+        key = os.path.basename(key_bytes.tobytes().decode())
         total = int(meta["frames"])
         plan = plan_clip(total, int(meta["height"]), int(meta["width"]), self.spec,
                          mode=self.mode, seed=self.seed, epoch=self.epoch, key=key)
@@ -211,10 +210,10 @@ def build_pipeline(samples: _EpochSamples, *, mode: str, spec: ClipSpec, batch_s
                   device_id=torch.cuda.current_device() if gpu else None,
                   prefetch_queue_depth=2)
     def clip_pipeline():
-        video, meta, member = fn.external_source(source=samples, num_outputs=3, batch=True,
-                                                 dtype=types.UINT8)
+        video, meta, key = fn.external_source(source=samples, num_outputs=3, batch=True,
+                                              dtype=types.UINT8)
         frames, decode_at, data, roi_start, roi_end, flip, label, key = fn.python_function(
-            meta, member, video, num_outputs=8, function=_Planner(spec, mode, seed, epoch))
+            meta, key, video, num_outputs=8, function=_Planner(spec, mode, seed, epoch))
         clip = fn.decoders.video(data, frames=decode_at, device="mixed" if gpu else "cpu")
         clip = fn.resize(clip, size=(size, size), roi_start=roi_start, roi_end=roi_end,
                          roi_relative=True, interp_type=types.INTERP_LINEAR, antialias=True)
@@ -252,7 +251,7 @@ class DaliClipLoader(ClipLoaderBase):
     def __iter__(self):
         mine = rank_samples(len(self.shards), seed=self.seed, epoch=self.epoch, rank=self.rank,
                             world_size=self.world_size, shuffle=self.shuffle)
-        pipe = None
+        pipe = samples = None
         try:
             for step in range(len(self)):
                 real = min(max(len(mine) - step * self.batch_size, 0), self.batch_size)
@@ -260,7 +259,8 @@ class DaliClipLoader(ClipLoaderBase):
                     yield self._padding_batch()
                     continue
                 if pipe is None:
-                    pipe = self._pipeline(mine, first_step=step)
+                    samples = _EpochSamples(self.shards, mine, self.batch_size, first_step=step)
+                    pipe = self._pipeline(samples)
                 try:
                     outputs = pipe.run()
                 except RuntimeError as exn:
@@ -270,14 +270,16 @@ class DaliClipLoader(ClipLoaderBase):
                     log.error("DALI could not decode a batch: %d samples skipped (%d so far). "
                               "%s", real, self.skipped, _first_error_line(exn))
                     pipe = None
+                    samples.close()
                     yield self._padding_batch()
                     continue
                 yield self._to_batch(outputs, real)
         finally:
             pipe = None
+            if samples is not None:
+                samples.close()
 
-    def _pipeline(self, mine: np.ndarray, first_step: int):
-        samples = _EpochSamples(self.shards, mine, self.batch_size, first_step)
+    def _pipeline(self, samples: _EpochSamples):
         return build_pipeline(
             samples, mode=self.mode, spec=self.spec, batch_size=self.batch_size,
             seed=self.seed, epoch=self.epoch, device=self.decode_device,
