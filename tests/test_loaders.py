@@ -127,12 +127,16 @@ def test_truncated_tar_is_reported_by_name(tiny_shards, tmp_path, caplog):
     assert sum(ok for _, _, ok, _ in epoch_rows(loader)) == 2 * len(open_shards(shards))
 
 
-def test_auto_backend_picks_torch_for_h264_on_cpu(tmp_path):
+def test_auto_backend_picks_torch_for_h264_on_cpu(tmp_path, caplog):
     pytest.importorskip("nvidia.dali")
     shards = make_tiny_shards(tmp_path, codec="h264", per_shard=48)
-    loader = build_loader(shards, mode="test", batch_size=48, backend="auto", device="cpu",
-                          num_workers=0, **CLIP)
+    with caplog.at_level(logging.INFO, logger="kiclip.data"):
+        loader = build_loader(shards, mode="test", batch_size=48, backend="auto", device="cpu",
+                              num_workers=0, **CLIP)
     assert type(loader).__name__ == "TorchClipLoader"
+    decisions = [r.getMessage() for r in caplog.records if "loader backend" in r.getMessage()]
+    assert decisions == [f"loader backend torch for {shards} (codecs h264 on cpu: "
+                         "DALI CPU no h264; PyAV reads all)"]
     assert sum(ok for _, _, ok, _ in epoch_rows(loader)) == 96
 
 
