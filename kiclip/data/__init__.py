@@ -45,7 +45,7 @@ def choose_loader_backend(shard_set: ShardSet, requested: str, device: str,
 
     Raises UnsupportedCodecError (see :func:`kiclip.data.codecs.choose_backend`)."""
     samples = codec_samples(shard_set)
-    choice = _choose(shard_set, samples, requested, device, where)
+    choice = _choose(samples, requested, device, where)
     log.info("loader backend %s for %s (codecs %s on %s: %s)", choice.name, where,
              "/".join(sorted(samples)), device, choice.reason)
     return choice
@@ -56,11 +56,10 @@ def check_loader_codecs(shards, backend: str, device: str) -> BackendChoice:
     UnsupportedCodecError before any work when it cannot read the shards (not logged: the
     loader logs its choice when it is built)."""
     shard_set = shards if isinstance(shards, ShardSet) else open_shards(shards)
-    return _choose(shard_set, codec_samples(shard_set), backend, device, str(shards))
+    return _choose(codec_samples(shard_set), backend, device, str(shards))
 
 
-def _choose(shard_set: ShardSet, samples: dict, requested: str, device: str,
-            where: str) -> BackendChoice:
+def _choose(samples: dict, requested: str, device: str, where: str) -> BackendChoice:
     from kiclip.data.codecs import dali_decodes, pyav_decodes
     from kiclip.data.dali_loader import dali_available
 

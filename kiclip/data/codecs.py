@@ -131,7 +131,6 @@ def pyav_decodes(codec: str) -> bool:
 
     if codec == "unknown":
         return True
-
     try:
         av.codec.Codec(codec, "r")
     except (av.codec.codec.UnknownCodecError, ValueError):
