@@ -174,3 +174,19 @@ def test_dali_ranks_get_a_fresh_mixed_share_every_epoch(class_sorted_shards):  #
         assert len(keys) == len(set(keys)) == 48  # each sample once per epoch
     for rank in (0, 1):
         assert {k for k, _ in shares[rank, 0]} != {k for k, _ in shares[rank, 1]}
+
+
+def test_dali_ranks_step_through_the_single_process_batches(shards):
+    # Rank r reads positions r, r + W, ... of the epoch's permutation, so at every step the W
+    # ranks' batches of B together are the single process's batch of W·B (what a 2-rank run
+    # must match a 1-rank run with).
+    def batches(rank, world_size, batch_size):
+        loader = build_loader(shards, mode="train", batch_size=batch_size, seed=4, rank=rank,
+                              world_size=world_size, backend="dali", device="cpu",
+                              num_workers=1, **CLIP)
+        loader.set_epoch(1)
+        return [{k for k, ok in zip(b["key"], b["valid"]) if ok} for b in loader]
+
+    single = batches(0, 1, 8)
+    ranks = [batches(r, 2, 4) for r in range(2)]
+    assert [a | b for a, b in zip(*ranks)] == single
