@@ -82,10 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
+    from kiclip.data.codecs import UnsupportedCodecError
+
     try:
         runs = [_evaluate_one(args, source, spaces)
                 for source in (args.checkpoint or ["frozen-clip"])]
-    except ConfigError as err:  # a --checkpoint that is not a kiclip weights file
+    # a --checkpoint that is not a kiclip weights file, or shards no decoder here can read
+    except (ConfigError, UnsupportedCodecError) as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
     results = _summarise(runs, ["base", "novel", "hm"] if args.b2n else list(spaces))

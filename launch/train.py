@@ -79,11 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
+    from kiclip.data.codecs import UnsupportedCodecError
+
     try:
         summary = train(cfg, protocol)
     except FloatingPointError as err:  # every rank raises it at the same step (see _all_finite)
         print(f"train.py: error: {err}", file=sys.stderr)
         return 1
+    except UnsupportedCodecError as err:  # found before the first batch, on every rank alike
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
     return 0 if summary is not None else 1
 
 
@@ -92,7 +97,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
     import torch
     from torch.optim.lr_scheduler import LambdaLR
 
-    from kiclip.data import build_loader
+    from kiclip.data import build_loader, check_loader_codecs
     from kiclip.evaluation import evaluate_label_space, harmonic_mean
     from kiclip.runtime import configure_cpu_threads
     from kiclip.text import TemplateSampler
@@ -104,6 +109,10 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
     from kiclip.train.step import PromptTokens, TeacherTargets, parameter_groups
 
     rank, world, device = init_distributed()
+    # A codec the loader cannot read is a dataset problem: exit 2 before the run directory exists.
+    evaluated = list(protocol.evals.values()) if cfg.run.eval_at_end else []
+    for shard_set in [protocol.train, *evaluated]:
+        check_loader_codecs(shard_set.path, cfg.data.backend, device.type)
     if device.type == "cpu":
         configure_cpu_threads(cfg.data.num_workers,
                               int(os.environ.get("LOCAL_WORLD_SIZE", world)))

@@ -63,7 +63,8 @@ def few_shot(rows: Sequence[ListRow], classes: Sequence[int], shots: int, seed: 
              ) -> list[ListRow]:
     """Up to `shots` rows per class in `classes`, drawn with `seed`, returned in list order.
 
-    A class with fewer rows than `shots` contributes all it has (logged).
+    A class with fewer rows than `shots` contributes all it has (logged). List order is kept so
+    split files stay readable; make_shards shuffles the order it writes samples in.
     """
     by_class: dict[int, list[ListRow]] = defaultdict(list)
     for row in rows:

@@ -41,7 +41,7 @@ from shard_tools.shard_writer import (
     read_tar_samples,
     split_member_name,
 )
-from shard_tools.video_io import SHARD_VIDEO_EXTS
+from shard_tools.video_io import DALI_CPU_CODECS, SHARD_VIDEO_EXTS
 
 log = logging.getLogger("inspect_shards")
 
@@ -59,6 +59,7 @@ class VerifyReport:
     shards: int = 0
     samples: int = 0
     problems: list[str] = field(default_factory=list)
+    codecs: Counter = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
@@ -108,7 +109,8 @@ def verify_shards(directory: Path, manifest: dict | None = None) -> VerifyReport
     n_classes = len(manifest["classes"])
     for entry in manifest["shards"]:
         report.shards += 1
-        found = _verify_shard(directory, entry, n_classes, report.problems, labels)
+        found = _verify_shard(directory, entry, n_classes, report.problems, labels,
+                              report.codecs)
         report.samples += found
     listed = {s["name"] for s in manifest["shards"]}
     for path in sorted(directory.glob("shard-*.tar")):
@@ -127,7 +129,7 @@ def verify_shards(directory: Path, manifest: dict | None = None) -> VerifyReport
 
 
 def _verify_shard(directory: Path, entry: dict, n_classes: int, problems: list[str],
-                  labels: Counter) -> int:
+                  labels: Counter, codecs: Counter) -> int:
     """Check one shard; append problems naming it; return the samples read from it."""
     name = entry["name"]
     tar = directory / name
@@ -151,7 +153,7 @@ def _verify_shard(directory: Path, entry: dict, n_classes: int, problems: list[s
                         f"{entry['samples']}")
     with tarfile.open(tar, "r:") as archive:
         for sample in samples:
-            problem = _check_sample(archive, sample, n_classes, labels)
+            problem = _check_sample(archive, sample, n_classes, labels, codecs)
             if problem:
                 problems.append(f"{name}: {problem}")
                 break  # one bad sample is enough to name the shard
@@ -164,7 +166,7 @@ def _verify_shard(directory: Path, entry: dict, n_classes: int, problems: list[s
 
 
 def _check_sample(archive: tarfile.TarFile, sample: list[TarMember], n_classes: int,
-                  labels: Counter) -> str | None:
+                  labels: Counter, codecs: Counter) -> str | None:
     key = split_member_name(sample[0].name)[0]
     exts = sorted(split_member_name(m.name)[1] for m in sample)
     videos = [e for e in exts if e in SHARD_VIDEO_EXTS]
@@ -179,7 +181,32 @@ def _check_sample(archive: tarfile.TarFile, sample: list[TarMember], n_classes: 
     if not 0 <= label < n_classes:
         return f"sample {key}: label {label} outside the manifest's {n_classes} classes"
     labels[label] += 1
+    codecs[str(meta.get("codec", "unknown")).lower()] += 1
     return None
+
+
+def codec_lines(codecs: Counter) -> list[str]:
+    """One line per codec: how many samples, and which decoders read it.
+
+    DALI's CPU decoder reads a fixed set; what NVDEC reads depends on the GPU and driver, so
+    the loaders ask it when they start (kiclip.data.codecs) and this only says so.
+    """
+    import av
+
+    lines = ["codecs:"]
+    for codec, n in codecs.most_common():
+        try:
+            av.codec.Codec(codec, "r")
+            fallback = "yes"
+        except (av.codec.codec.UnknownCodecError, ValueError):
+            fallback = "no"
+        dali_cpu = "yes" if codec in DALI_CPU_CODECS else "no"
+        line = (f"  {codec}: {n} samples; fallback (PyAV) {fallback}, DALI CPU {dali_cpu}, "
+                f"DALI GPU (NVDEC) depends on the GPU, asked when a loader starts")
+        if dali_cpu == "no":
+            line += "; for DALI on a CPU rebuild with make_shards.py --transcode vp9|mjpeg"
+        lines.append(line)
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.directory}")
     print(summarise_manifest(manifest))
     report = verify_shards(args.directory, manifest)
+    print("\n".join(codec_lines(report.codecs)))
     if report.ok:
         print(f"verified {report.shards} shards, {report.samples} samples: OK")
         return 0

@@ -6,7 +6,9 @@
 Every video is probed first (PyAV decodes all its frames, in parallel): missing, empty,
 not-a-video, undecodable and truncated files are left out and listed in the manifest's
 `skipped` with their reason and the run goes on; if every row is skipped (e.g. a wrong
---video-root) it fails with exit 1 and writes no manifest. Shards are written under a temporary
+--video-root) it fails with exit 1 and writes no manifest. Rows are written in a seeded shuffled
+order (`--seed`, recorded as the manifest's `shuffle_seed`; `--no-shuffle` keeps list order), so
+a class-sorted list still gives shards that mix classes. Shards are written under a temporary
 name and renamed when complete. Rerunning with the same inputs and options keeps the shards
 already complete and continues after them (also after Ctrl-C, which exits 130);
 `--overwrite` rebuilds from scratch. Layout and fields: docs/CONTRACTS.md and docs/data.md.
@@ -28,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import shlex
 import shutil
@@ -99,6 +102,8 @@ class ShardConfig:
     transcode: str = "copy"
     short_side: int | None = 256
     gop: int = 16
+    shuffle: bool = True
+    seed: int = 0
     workers: int = 1
     overwrite: bool = False
     command: str = ""
@@ -146,6 +151,7 @@ def build_shards(config: ShardConfig, progress: bool = False) -> dict:
     classes = read_classes(config.classes_path)
     rows = read_video_list(config.list_path)
     _check_labels(rows, classes, config)
+    rows = _write_order(rows, config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = _fingerprint(config)
@@ -180,7 +186,7 @@ def build_shards(config: ShardConfig, progress: bool = False) -> dict:
 
 def _pack(prepared, rows: list[ListRow], classes: list[ClassName], config: ShardConfig,
           out: Path, state: _State) -> None:
-    """Append prepared videos to shards in list order, closing a shard when it is full."""
+    """Append prepared videos to shards in write order, closing a shard when it is full."""
     writer: ShardWriter | None = None
     pending_skips: list[dict] = []
     gpu_only = 0
@@ -217,6 +223,21 @@ def _pack(prepared, rows: list[ListRow], classes: list[ClassName], config: Shard
         if writer:
             writer.abort()
         raise
+
+
+def _write_order(rows: list[ListRow], config: ShardConfig) -> list[ListRow]:
+    """The rows in the order they are written: a permutation seeded by `config.seed`, or list
+    order with `shuffle` off.
+
+    Published lists are sorted by class, so written in list order each shard holds one or two
+    classes, which no reader's shuffle buffer can mix. The permutation depends only on the seed
+    and the row count, so a rerun resumes in the same order.
+    """
+    if not config.shuffle:
+        return list(rows)
+    order = list(range(len(rows)))
+    random.Random(config.seed).shuffle(order)
+    return [rows[i] for i in order]
 
 
 def _finish_shard(writer: ShardWriter, next_row: int, state: _State, skips: list[dict],
@@ -299,7 +320,7 @@ def _root_hint(root: Path, relpath: str, max_children: int = 200) -> str:
 
 
 def _key(index: int, path: str) -> str:
-    """Unique, dot-free, readable sample key: row number + the video id made tar-safe."""
+    """Unique, dot-free, readable sample key: write position + the video id made tar-safe."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "_", _video_id(path)).strip("_")[-60:]
     return f"{index:07d}_{slug}"
 
@@ -356,6 +377,7 @@ def _manifest(rows, classes, config: ShardConfig, fingerprint: str, state: _Stat
         "transcode": config.transcode,
         "short_side": config.short_side if config.transcode != "copy" else None,
         "gop": config.gop if config.transcode != "copy" else None,
+        "shuffle_seed": config.seed if config.shuffle else None,
         "samples_per_shard": config.samples_per_shard,
         "max_shard_bytes": config.max_shard_bytes,
         "fingerprint": fingerprint,
@@ -397,7 +419,8 @@ def _fingerprint(config: ShardConfig) -> str:
     for path in (config.list_path, config.classes_path):
         digest.update(Path(path).read_bytes())
     options = [str(Path(config.video_root).resolve()), config.samples_per_shard,
-               config.max_shard_bytes, config.transcode]
+               config.max_shard_bytes, config.transcode,
+               config.seed if config.shuffle else None]
     if config.transcode != "copy":
         options += [config.short_side, config.gop]
     digest.update(json.dumps(options).encode())
@@ -515,6 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(0 keeps the size; else at least {MIN_SHORT_SIDE})")
     p.add_argument("--gop", type=positive_int, default=d.gop,
                    help="when transcoding, a keyframe every N frames (cheap seeks)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the order samples are written in (rows are shuffled, so a "
+                        "class-sorted list does not give single-class shards)")
+    p.add_argument("--no-shuffle", action="store_true",
+                   help="write samples in list order instead")
     p.add_argument("--workers", type=positive_int, default=default_workers(),
                    help="processes probing/transcoding in parallel")
     p.add_argument("--overwrite", action="store_true",
@@ -532,8 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         list_path=args.list_path, video_root=args.video_root, classes_path=args.classes_path,
         out=args.out, samples_per_shard=args.samples_per_shard,
         max_shard_bytes=args.max_shard_bytes, transcode=args.transcode,
-        short_side=args.short_side or None, gop=args.gop, workers=args.workers,
-        overwrite=args.overwrite, dataset=args.dataset,
+        short_side=args.short_side or None, gop=args.gop, shuffle=not args.no_shuffle,
+        seed=args.seed, workers=args.workers, overwrite=args.overwrite, dataset=args.dataset,
         command=shlex.join([Path(sys.argv[0]).name if argv is None else "make_shards.py",
                             *(sys.argv[1:] if argv is None else argv)]),
     )

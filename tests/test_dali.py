@@ -1,5 +1,6 @@
 """DALI's CPU pipeline against the fallback loader, on the same tiny shards."""
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -7,9 +8,17 @@ import pytest
 
 pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
 
-from test_loaders import CLIP, corrupt_one_sample, epoch_rows, make_tiny_shards
+from test_loaders import (
+    CLIP,
+    class_sorted_shards,  # noqa: F401 (a fixture, used by name)
+    class_spread_gap,
+    corrupt_one_sample,
+    epoch_rows,
+    make_tiny_shards,
+    rank_shares,
+)
 
-from kiclip.data import build_loader
+from kiclip.data import UnsupportedCodecError, build_loader
 
 pytestmark = pytest.mark.dali
 
@@ -108,3 +117,76 @@ def test_inspect_shards_decode_prints_same_frames_for_both_loaders(shards, tmp_p
     assert len(lines["dali"]) == 4
     assert lines["dali"] == lines["torch"]
     assert all(c["shape"] == [3, 4, 32, 32] for c in lines["dali"])
+
+
+@pytest.fixture(scope="module")
+def h264_shards(tmp_path_factory):
+    """Shards of H.264 videos as `make_shards --transcode copy` stores them."""
+    return make_tiny_shards(tmp_path_factory.mktemp("h264"), codec="h264", per_shard=48)
+
+
+def test_dali_on_a_cpu_refuses_h264_naming_codec_folder_and_fix(h264_shards, caplog, capsys):
+    from shard_tools.inspect_shards import main as inspect_main
+
+    with pytest.raises(UnsupportedCodecError) as err:
+        build_loader(h264_shards, backend="dali", device="cpu", **CLIP)
+    for part in ("h264", str(h264_shards), "--transcode vp9", "GPU"):
+        assert part in str(err.value)
+    # inspect_shards --decode --loader dali: exit 2 and one error line, no per-batch errors.
+    with caplog.at_level(logging.WARNING):
+        code = inspect_main([str(h264_shards), "--decode", "4", "--loader", "dali",
+                             "--num-frames", "4", "--stride", "3", "--image-size", "32"])
+    assert code == 2 and capsys.readouterr().out == ""
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "h264" in errors[0] and "--transcode vp9" in errors[0]
+
+
+@pytest.mark.slow
+def test_train_with_dali_on_a_cpu_refuses_h264_before_the_run(b2n_shards, tmp_path):
+    from train_fixtures import FAST, run_train
+
+    from shard_tools import make_shards
+
+    data = tmp_path / "data"
+    shutil.copytree(b2n_shards, data, ignore=shutil.ignore_patterns("train_split1"))
+    work = b2n_shards.parent  # build_b2n_shards keeps the videos and splits beside the shards
+    assert make_shards.main(["--list", str(work / "splits/split1/train.csv"),
+                             "--video-root", str(work / "synthetic"),
+                             "--classes", str(work / "splits/base_classes.json"),
+                             "--out", str(data / "train_split1"), "--transcode", "h264",
+                             "--workers", "1", "--no-progress"]) == 0
+    out = tmp_path / "run"
+    proc = run_train([*FAST, "--data", str(data), "--output", str(out), "--loader", "dali"],
+                     timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and not out.exists()
+    assert f"{data / 'train_split1'}" in proc.stderr and "h264" in proc.stderr
+    assert "--transcode vp9" in proc.stderr
+
+
+def test_dali_ranks_get_a_fresh_mixed_share_every_epoch(class_sorted_shards):  # noqa: F811
+    # DALI's reader sharding would give rank 0 classes 0-23 and rank 1 classes 24-47 every
+    # epoch (a gap of 0.5): the per-epoch permutation split across ranks mixes them.
+    shares = rank_shares(class_sorted_shards, "dali")
+    assert class_spread_gap(shares) <= 0.15
+    for epoch in (0, 1):
+        keys = [k for r in (0, 1) for k, _ in shares[r, epoch]]
+        assert len(keys) == len(set(keys)) == 48  # each sample once per epoch
+    for rank in (0, 1):
+        assert {k for k, _ in shares[rank, 0]} != {k for k, _ in shares[rank, 1]}
+
+
+def test_dali_ranks_step_through_the_single_process_batches(shards):
+    # Rank r reads positions r, r + W, ... of the epoch's permutation, so at every step the W
+    # ranks' batches of B together are the single process's batch of W·B (what a 2-rank run
+    # must match a 1-rank run with).
+    def batches(rank, world_size, batch_size):
+        loader = build_loader(shards, mode="train", batch_size=batch_size, seed=4, rank=rank,
+                              world_size=world_size, backend="dali", device="cpu",
+                              num_workers=1, **CLIP)
+        loader.set_epoch(1)
+        return [{k for k, ok in zip(b["key"], b["valid"]) if ok} for b in loader]
+
+    single = batches(0, 1, 8)
+    ranks = [batches(r, 2, 4) for r in range(2)]
+    assert [a | b for a, b in zip(*ranks)] == single

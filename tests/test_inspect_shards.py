@@ -177,3 +177,18 @@ def test_numeric_decode_options_are_checked_at_parse_time(built, capsys, option,
         main([str(built), "--decode", "1", option, value])
     assert exit_info.value.code == 2
     assert f"argument {option}: {value} is out of range" in capsys.readouterr().err
+
+
+def test_lists_codecs_and_the_decoders_that_read_them(shards, tmp_path, make_video, capsys):
+    main([str(shards)])
+    out = capsys.readouterr().out
+    assert "  mjpeg: 96 samples; fallback (PyAV) yes, DALI CPU yes, DALI GPU (NVDEC)" in out
+    root = tmp_path / "v"
+    root.mkdir()
+    make_video(root / "a.mp4")  # H.264, stored as it is
+    (tmp_path / "l.csv").write_text("a.mp4,0\n")
+    (tmp_path / "c.json").write_text('["only"]')
+    build_shards(ShardConfig(tmp_path / "l.csv", root, tmp_path / "c.json", tmp_path / "h264"))
+    main([str(tmp_path / "h264")])
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "h264:" in ln)
+    assert "1 samples; fallback (PyAV) yes, DALI CPU no" in line and "--transcode vp9" in line

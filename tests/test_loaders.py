@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from kiclip.data import build_loader, open_shards
-from kiclip.data.dali_loader import dali_can_decode
 
 CLIP = {"num_frames": 4, "stride": 3, "image_size": 32, "num_views": 2}
 
 
-def make_tiny_shards(out: Path, codec: str = "vp9", per_shard: int = 10) -> Path:
-    """48 synthetic 48×48 clips of 24 frames, packed by shard_tools (the CONTRACTS format)."""
+def make_tiny_shards(out: Path, codec: str = "vp9", per_shard: int = 10,
+                     shuffle: bool = True) -> Path:
+    """48 synthetic 48×48 clips of 24 frames (one per class), packed by shard_tools (the
+    CONTRACTS format); ``shuffle=False`` stores them in class order."""
     from shard_tools import make_shards, make_synthetic
 
     videos = out / "videos"
@@ -26,7 +27,7 @@ def make_tiny_shards(out: Path, codec: str = "vp9", per_shard: int = 10) -> Path
     assert make_shards.main(["--list", str(videos / "train.csv"), "--video-root", str(videos),
                              "--classes", str(videos / "classes.json"), "--out", str(shards),
                              "--samples-per-shard", str(per_shard), "--workers", "1",
-                             "--no-progress"]) == 0
+                             "--no-progress", *([] if shuffle else ["--no-shuffle"])]) == 0
     return shards
 
 
@@ -126,16 +127,59 @@ def test_truncated_tar_is_reported_by_name(tiny_shards, tmp_path, caplog):
     assert sum(ok for _, _, ok, _ in epoch_rows(loader)) == 2 * len(open_shards(shards))
 
 
-def test_auto_backend_falls_back_when_dali_cannot_decode():
-    assert not dali_can_decode({"h264"}, "cpu")
-    assert dali_can_decode({"vp9", "mjpeg"}, "cpu")
-    assert dali_can_decode({"h264"}, "cuda")
-
-
-def test_auto_backend_picks_torch_for_h264_on_cpu(tmp_path):
+def test_auto_backend_picks_torch_for_h264_on_cpu(tmp_path, caplog):
     pytest.importorskip("nvidia.dali")
     shards = make_tiny_shards(tmp_path, codec="h264", per_shard=48)
-    loader = build_loader(shards, mode="test", batch_size=48, backend="auto", device="cpu",
-                          num_workers=0, **CLIP)
+    with caplog.at_level(logging.INFO, logger="kiclip.data"):
+        loader = build_loader(shards, mode="test", batch_size=48, backend="auto", device="cpu",
+                              num_workers=0, **CLIP)
     assert type(loader).__name__ == "TorchClipLoader"
+    decisions = [r.getMessage() for r in caplog.records if "loader backend" in r.getMessage()]
+    assert decisions == [f"loader backend torch for {shards} (codecs h264 on cpu: "
+                         "DALI CPU no h264; PyAV reads all)"]
     assert sum(ok for _, _, ok, _ in epoch_rows(loader)) == 96
+
+
+def rank_shares(shards, backend: str, epochs=(0, 1), world_size: int = 2) -> dict:
+    """{(rank, epoch): [(key, label) of the valid rows]}: ranks built in one process."""
+    shares = {}
+    for rank in range(world_size):
+        loader = build_loader(shards, mode="train", batch_size=4, seed=2, rank=rank,
+                              world_size=world_size, backend=backend, device="cpu",
+                              num_workers=1, **CLIP)
+        for epoch in epochs:
+            loader.set_epoch(epoch)
+            shares[rank, epoch] = [(k, int(label)) for batch in loader for k, label, ok in
+                                   zip(batch["key"], batch["label"], batch["valid"]) if ok]
+    return shares
+
+
+def class_spread_gap(shares: dict, groups: int = 4, classes: int = 48) -> float:
+    """Largest total-variation distance between one rank's class histogram over all epochs
+    and the global one, classes pooled into ``groups`` runs of consecutive ids (0 = same)."""
+    def distribution(labels):
+        counts = Counter(label * groups // classes for label in labels)
+        return [counts[g] / len(labels) for g in range(groups)]
+
+    everything = distribution([lb for rows in shares.values() for _, lb in rows])
+    gaps = []
+    for rank in {r for r, _ in shares}:
+        mine = distribution([lb for (r, _), rows in shares.items() if r == rank for _, lb in rows])
+        gaps.append(sum(abs(a - b) for a, b in zip(mine, everything)) / 2)
+    return max(gaps)
+
+
+@pytest.fixture(scope="session")
+def class_sorted_shards(tmp_path_factory):
+    """Shards in class order (as a Kinetics list gives them without make_shards' shuffle):
+    each of the 5 tars holds 10 consecutive classes."""
+    return make_tiny_shards(tmp_path_factory.mktemp("sorted"), shuffle=False)
+
+
+def test_fallback_ranks_see_every_part_of_a_class_sorted_set(class_sorted_shards):
+    shares = rank_shares(class_sorted_shards, "torch")
+    # A rank holding a contiguous half would be 0.5 away; interleaving keeps it near 0.
+    assert class_spread_gap(shares) <= 0.15
+    for epoch in (0, 1):
+        keys = [k for r in (0, 1) for k, _ in shares[r, epoch]]
+        assert len(keys) == len(set(keys)) == 48

@@ -417,3 +417,41 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tiny_synthetic, 
     assert "resuming: keeping" in done.stderr
     assert "96 samples in 48 shards, 0 skipped" in done.stdout
     assert verify_shards(out).ok
+
+
+def _labels_per_shard(out: Path) -> list[list[int]]:
+    shards = []
+    for tar in sorted(out.glob("shard-*.tar")):
+        with tarfile.open(tar) as t:
+            shards.append([json.loads(t.extractfile(n).read())["label"]
+                           for n in t.getnames() if n.endswith(".json")])
+    return shards
+
+
+def test_rows_are_written_in_a_seeded_shuffled_order(tiny_synthetic, tmp_path):
+    # The synthetic list is sorted by class (2 rows per class): in list order a 40-sample
+    # shard holds 20 classes in runs; shuffled, each shard mixes classes from the whole list.
+    build_shards(_config(tiny_synthetic, tmp_path / "listed", shuffle=False))
+    listed = _labels_per_shard(tmp_path / "listed")
+    assert [x for s in listed for x in s] == [r.label for r in
+                                              read_video_list(tiny_synthetic / "train.csv")]
+    manifest = build_shards(_config(tiny_synthetic, tmp_path / "a", seed=5))
+    shuffled = _labels_per_shard(tmp_path / "a")
+    assert manifest["shuffle_seed"] == 5
+    assert sorted(x for s in shuffled for x in s) == sorted(x for s in listed for x in s)
+    assert max(shuffled[0]) - min(shuffled[0]) > 30  # spans the list, not one class run
+    build_shards(_config(tiny_synthetic, tmp_path / "b", seed=5))
+    assert _labels_per_shard(tmp_path / "b") == shuffled  # same seed, same order
+    build_shards(_config(tiny_synthetic, tmp_path / "c", seed=6))
+    assert _labels_per_shard(tmp_path / "c") != shuffled
+
+
+def test_seed_and_no_shuffle_are_options(tiny_synthetic, tmp_path):
+    out = tmp_path / "o"
+    args = ["--list", str(tiny_synthetic / "train.csv"), "--video-root", str(tiny_synthetic),
+            "--classes", str(tiny_synthetic / "classes.json"), "--out", str(out),
+            "--workers", "1", "--no-progress", "--samples-per-shard", "96"]
+    assert make_shards.main([*args, "--no-shuffle"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["shuffle_seed"] is None
+    with pytest.raises(FileExistsError):  # another order is other shards
+        build_shards(_config(tiny_synthetic, out, samples_per_shard=96))

@@ -6,8 +6,8 @@ step k of rank 0 sees samples 8k, 8k+2, 8k+4, 8k+6 and rank 1 sees 8k+1, ..., 8k
 exactly the single process's batch k of samples 8k..8k+7. Clip windows, crops and flips are drawn
 per (seed, epoch, sample key), so a sample is cut the same whatever rank reads it. Both ranks hold
 4 clips, so the mean of the per-rank mean losses (DeepSpeed averages gradients) is the mean over
-the global batch. (The DALI loader hands each rank a contiguous range of the samples instead, so
-its global batches differ from a single process's by construction.)
+the global batch. (The DALI loader's ranks read every second sample of the epoch's order too, so
+its global batches equal a single process's as well; tests/test_dali.py checks that.)
 
 Tolerance (fp32): after 6 AdamW steps at a peak lr of 1e-3, every tensor agrees within 2e-4
 absolute (a fifth of one peak-lr Adam step; measured ~6e-5, from summation order in the gradient

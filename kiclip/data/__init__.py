@@ -1,22 +1,30 @@
 """Shards → clips: frame sampling, DALI and fallback loaders.
 
 ``build_loader`` is the entry point (docs/CONTRACTS.md, "Clips"); it picks DALI when it is
-installed and can decode the shards' codecs on the chosen device, else the webdataset + PyAV
-fallback.
+installed and decodes the shards' codecs (asked once per process, see kiclip.data.codecs), on
+the chosen device or else on the CPU, and the webdataset + PyAV fallback otherwise.
 """
 from __future__ import annotations
 
-import json
 import logging
+import os
 
 import torch
 
+from kiclip.data.codecs import (
+    BackendChoice,
+    UnsupportedCodecError,
+    choose_backend,
+    codec_samples,
+)
 from kiclip.data.sampling import ClipSpec, plan_clip, sample_frame_indices
 from kiclip.data.shards import ShardSet, open_shards
 
 __all__ = [
     "ClipSpec",
+    "UnsupportedCodecError",
     "build_loader",
+    "check_loader_codecs",
     "open_shards",
     "plan_clip",
     "sample_frame_indices",
@@ -26,14 +34,39 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def shard_codecs(shards: ShardSet, limit: int = 64) -> set[str]:
-    """Codecs named in the json of the first ``limit`` samples (make_shards records them)."""
-    codecs = set()
-    for ref in shards.samples[:limit]:
-        with open(ref.tar, "rb") as f:
-            f.seek(ref.meta[0])
-            codecs.add(str(json.loads(f.read(ref.meta[1])).get("codec", "unknown")).lower())
-    return codecs
+def shard_codecs(shards: ShardSet) -> set[str]:
+    """Codecs named in the samples' json (make_shards records them; see codec_samples)."""
+    return set(codec_samples(shards))
+
+
+def choose_loader_backend(shard_set: ShardSet, requested: str, device: str,
+                          where: str) -> BackendChoice:
+    """Ask the decoders about the shards' codecs and choose the backend (logged in one line).
+
+    Raises UnsupportedCodecError (see :func:`kiclip.data.codecs.choose_backend`)."""
+    samples = codec_samples(shard_set)
+    choice = _choose(samples, requested, device, where)
+    log.info("loader backend %s for %s (codecs %s on %s: %s)", choice.name, where,
+             "/".join(sorted(samples)), device, choice.reason)
+    return choice
+
+
+def check_loader_codecs(shards, backend: str, device: str) -> BackendChoice:
+    """The backend ``build_loader(shards, backend=backend, device=device)`` will choose; raises
+    UnsupportedCodecError before any work when it cannot read the shards (not logged: the
+    loader logs its choice when it is built)."""
+    shard_set = shards if isinstance(shards, ShardSet) else open_shards(shards)
+    return _choose(codec_samples(shard_set), backend, device, str(shards))
+
+
+def _choose(samples: dict, requested: str, device: str, where: str) -> BackendChoice:
+    from kiclip.data.codecs import dali_decodes, pyav_decodes
+    from kiclip.data.dali_loader import dali_available
+
+    return choose_backend(
+        requested, list(samples), device, dali_installed=dali_available(),
+        dali_reads=lambda codec, dev: dali_decodes(codec, samples[codec], dev),
+        pyav_reads=pyav_decodes, where=where)
 
 
 def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: int = 8,
@@ -51,9 +84,12 @@ def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: i
     and on videos that failed to decode (counted in ``loader.skipped``). ``len(loader)``
     batches per epoch; call ``loader.set_epoch(e)`` before each epoch.
 
-    ``backend``: "dali", "torch", or "auto" (DALI if importable and able to decode the codecs
-    on ``device``). ``device`` defaults to "cuda" when available; ``num_workers`` is DALI's
-    thread count or the DataLoader's worker count. ``shuffle=False`` keeps the stored sample
+    ``backend``: "dali", "torch", or "auto" (DALI if importable and able to decode the codecs,
+    see :func:`kiclip.data.codecs.choose_backend`; DALI decodes on the CPU when NVDEC cannot
+    read a codec that DALI's CPU decoder can). Raises UnsupportedCodecError, naming the codec and
+    the fix, when the backend cannot read the shards. ``device`` (where batches are delivered)
+    defaults to "cuda" when available; ``num_workers`` is DALI's thread count or the
+    DataLoader's worker count. ``shuffle=False`` keeps the stored sample
     order in train mode (clips are still randomly windowed, cropped and flipped).
     ``flip=False`` turns off the train-time horizontal flip (for labels that name a left/right
     direction, as in SSv2 or the synthetic world, a flip changes the class).
@@ -64,34 +100,25 @@ def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: i
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
     if backend not in ("auto", "dali", "torch"):
         raise ValueError(f"backend must be 'auto', 'dali' or 'torch', got {backend!r}")
-    from kiclip.data.dali_loader import DaliClipLoader, dali_available, dali_can_decode
+    from kiclip.data.dali_loader import DaliClipLoader
     from kiclip.data.torch_loader import TorchClipLoader
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     spec = ClipSpec(num_frames=num_frames, stride=stride, image_size=image_size,
                     num_views=num_views, flip=flip)
     shard_set = shards if isinstance(shards, ShardSet) else open_shards(shards)
-    if backend == "auto":
-        codecs = shard_codecs(shard_set)
-        if not dali_available():
-            backend = "torch"
-            log.info("DALI is not installed: using the webdataset + PyAV loader")
-        elif not dali_can_decode(codecs, device):
-            backend = "torch"
-            log.info("DALI cannot decode %s on %s: using the webdataset + PyAV loader",
-                     sorted(codecs), device)
-        else:
-            backend = "dali"
+    where = str(shards) if not isinstance(shards, ShardSet) else \
+        ", ".join(sorted({os.path.dirname(t) or "." for t in shard_set.tars}))
+    choice = choose_loader_backend(shard_set, backend, device, where)
+    backend = choice.backend
     common = {"mode": mode, "spec": spec, "batch_size": batch_size, "seed": seed, "rank": rank,
               "world_size": world_size, "shuffle_buffer": shuffle_buffer, "dtype": dtype,
               "shuffle": shuffle}
     if backend == "dali":
-        if not dali_available():
-            raise ImportError("backend='dali' needs NVIDIA DALI: pip install -e '.[dali]'")
-        loader = DaliClipLoader(shard_set, device=device, num_threads=max(num_workers, 1),
-                                **common)
+        loader = DaliClipLoader(shard_set, device=device, decode_device=choice.decode_device,
+                                num_threads=max(num_workers, 1), **common)
     else:
         loader = TorchClipLoader(shard_set, device=device, num_workers=num_workers, **common)
-    log.info("%s loader: %d samples, rank %d/%d, %d batches per epoch", backend, len(shard_set),
+    log.info("%s loader: %d samples, rank %d/%d, %d batches per epoch", choice.name, len(shard_set),
              rank, world_size, len(loader))
     return loader

@@ -2,7 +2,8 @@
 
 The pipeline, in the order data flows::
 
-    readers.webdataset (this rank's contiguous share, shuffle buffer, last batch padded)
+    external_source: this rank's samples of the epoch (video bytes, json, key), read
+      from the tars at the offsets of the shard index (see :class:`_EpochSamples`)
       → python_function: the sample's json + name → ClipPlan (kiclip.data.sampling), and the
         video re-packed to the packets those frames need (VP8/VP9, see pack_needed_frames)
       → decoders.video(frames=plan indices in that stream)   (F, H, W, 3) uint8, F = V·T
@@ -11,9 +12,16 @@ The pipeline, in the order data flows::
       → crop_mirror_normalize(plan flip, CLIP mean/std)      (3, F, S, S) float
     → torch: (B·V, 3, T, S, S) + label, key, view, valid, frames
 
-One pipeline is built per epoch, seeded by (seed, epoch), and run for exactly this rank's share,
-so epochs end exactly and a resumed run repeats the same order. DALI's CPU decoder reads only
-VP8, VP9 and MJPEG; other codecs need ``device="cuda"`` (see :func:`dali_can_decode`).
+Each epoch, the N samples are permuted by a generator of (seed, epoch), the same on every rank,
+and rank r takes every world_size-th sample of that permutation from position r: each rank gets a
+different, freshly mixed share every epoch (a class-sorted shard set cannot give a rank a fixed
+subset of classes), every sample is read once per epoch, and a resumed run repeats the order.
+One pipeline is built per epoch and run for exactly this rank's share; the last batch is
+completed by repeating its last sample (rows marked not valid). A batch DALI fails to decode is
+skipped and counted, and a new pipeline continues at the next batch.
+
+DALI's CPU decoder reads only VP8, VP9 and MJPEG; which codecs NVDEC reads depends on the GPU:
+kiclip.data.codecs asks before the first batch and picks the decode device.
 """
 from __future__ import annotations
 
@@ -28,12 +36,10 @@ import torch
 
 from kiclip.data.loader_base import ClipLoaderBase
 from kiclip.data.sampling import CLIP_MEAN, CLIP_STD, ClipSpec, clip_rng, plan_clip
-from kiclip.data.shards import VIDEO_EXTS, ShardSet, load_meta
+from kiclip.data.shards import ShardSet, load_meta
 from kiclip.rotation import ROTATIONS
 
 log = logging.getLogger(__name__)
-
-CPU_CODECS = ("vp8", "vp9", "mjpeg")
 
 
 def dali_available() -> bool:
@@ -44,16 +50,57 @@ def dali_available() -> bool:
     return True
 
 
-def dali_can_decode(codecs: set[str], device: str) -> bool:
-    """Whether DALI decodes every codec in ``codecs`` on ``device`` ("cpu" or "cuda")."""
-    if device == "cuda":
-        return True
-    return all(c.lower() in CPU_CODECS for c in codecs)
+def rank_samples(total: int, *, seed: int, epoch: int, rank: int, world_size: int,
+                 shuffle: bool) -> np.ndarray:
+    """Indices of the samples ``rank`` reads this epoch, in reading order.
+
+    A permutation of [0, total) drawn from (seed, epoch), identical on every rank (stored order
+    when ``shuffle`` is False), split by position modulo ``world_size``: shares differ by at
+    most one sample and together hold every sample once.
+    """
+    order = (clip_rng(seed, epoch, "dali-order").permutation(total) if shuffle
+             else np.arange(total))
+    return order[rank::world_size]
 
 
-def rank_share(total: int, rank: int, world_size: int) -> int:
-    """Samples DALI's reader gives ``rank`` (it splits [0, total) into contiguous ranges)."""
-    return total * (rank + 1) // world_size - total * rank // world_size
+class _EpochSamples:
+    """external_source callback: batch ``first_step + iteration`` of this rank's samples.
+
+    Returns (video bytes, json bytes, key) per sample; a short last batch is completed
+    by repeating its last sample. Past the last batch it raises StopIteration (DALI prefetches).
+    """
+
+    def __init__(self, shards: ShardSet, indices: np.ndarray, batch_size: int, first_step: int):
+        self.shards, self.indices = shards, indices
+        self.batch_size, self.first_step = batch_size, first_step
+        self.files: dict[str, io.BufferedReader] = {}
+
+    def __call__(self, iteration: int):
+        start = (self.first_step + iteration) * self.batch_size
+        chosen = self.indices[start:start + self.batch_size].tolist()
+        if not chosen:
+            self.close()
+            raise StopIteration
+        chosen += chosen[-1:] * (self.batch_size - len(chosen))
+        videos, metas, keys = [], [], []
+        for i in chosen:
+            ref = self.shards.samples[i]
+            videos.append(self._read(ref.tar, *ref.video))
+            metas.append(self._read(ref.tar, *ref.meta))
+            keys.append(np.frombuffer(ref.key.encode(), np.uint8))
+        return videos, metas, keys
+
+    def _read(self, tar: str, offset: int, size: int) -> np.ndarray:
+        f = self.files.get(tar)
+        if f is None:
+            f = self.files[tar] = open(tar, "rb")  # noqa: SIM115 (closed in close())
+        f.seek(offset)
+        return np.frombuffer(f.read(size), np.uint8)
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+        self.files.clear()
 
 
 # IVF four-character codes of the codecs whose packets can be re-packed on their own: one packet
@@ -136,28 +183,20 @@ def coded_window(start: tuple[float, float], end: tuple[float, float],
 
 
 class _Planner:
-    """The python_function stage: (json, source_info, encoded video) → plan tensors + the bytes
+    """The python_function stage: (json, key, encoded video) → plan tensors + the bytes
     to decode (see :func:`pack_needed_frames`), which of their frames to take, the crop window
     in the decoded frame and the angle that turns it upright (DALI's decoder ignores display
     matrices, and the IVF re-pack drops them).
 
-    ``skip`` > 0 swaps the first ``skip`` samples for a tiny valid clip: DALI fails a whole
-    batch on one undecodable video and the pipeline is then dead. The rebuilt pipeline replays
-    the epoch's order (same seed); swapping what was already delivered (and the failed batch)
-    for a one-frame clip makes replaying up to the failure cheap and lets the epoch go on.
     Kept at module scope so DALI's AutoGraph never rewrites it.
     """
 
-    def __init__(self, spec: ClipSpec, mode: str, seed: int, epoch: int, skip: int = 0):
+    def __init__(self, spec: ClipSpec, mode: str, seed: int, epoch: int):
         self.spec, self.mode, self.seed, self.epoch = spec, mode, seed, epoch
-        self.skip, self.seen = skip, 0
-        self.blank = np.frombuffer(_tiny_mjpeg(), np.uint8) if skip else None
 
-    def __call__(self, meta_bytes, source_bytes, video):
+    def __call__(self, meta_bytes, key_bytes, video):
         meta = load_meta(meta_bytes.tobytes())
-        # source_info is "<tar>:<offset>:<member name>"; the key is the name before its first dot.
-        member = source_bytes.tobytes().decode().rsplit(":", 1)[-1]
-        key = os.path.basename(member).partition(".")[0]
+        key = os.path.basename(key_bytes.tobytes().decode())
         total = int(meta["frames"])
         plan = plan_clip(total, int(meta["height"]), int(meta["width"]), self.spec,
                          mode=self.mode, seed=self.seed, epoch=self.epoch, key=key)
@@ -168,16 +207,11 @@ class _Planner:
         rotation = int(meta.get("rotation", 0))
         if rotation not in ROTATIONS:  # fails this batch, as an undecodable video does
             raise ValueError(f"sample {key}: rotation must be one of {ROTATIONS}, got {rotation}")
-        self.seen += 1
-        if self.seen <= self.skip:
-            data, decode_at = self.blank, np.zeros_like(frames)
-            (h, w), (top, left), rotation = (size, size), (0, 0), 0
+        packed = pack_needed_frames(video.tobytes(), frames, total)
+        if packed is None:
+            data, decode_at = video, frames
         else:
-            packed = pack_needed_frames(video.tobytes(), frames, total)
-            if packed is None:
-                data, decode_at = video, frames
-            else:
-                data, decode_at = np.frombuffer(packed[0], np.uint8), packed[1]
+            data, decode_at = np.frombuffer(packed[0], np.uint8), packed[1]
         # The crop window in the resized frame, relative to the frame: resize reads only that
         # window of the decoded frame (same scale, so the same pixels as resize-then-crop).
         start, end = coded_window((top / h, left / w), ((top + size) / h, (left + size) / w),
@@ -190,27 +224,10 @@ class _Planner:
                 np.frombuffer(key.encode(), np.uint8).copy())
 
 
-def _tiny_mjpeg() -> bytes:
-    """A one-frame 16×16 MJPEG AVI, which every DALI backend decodes."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="avi") as container:
-        stream = container.add_stream("mjpeg", rate=1)
-        stream.width = stream.height = 16
-        stream.pix_fmt = "yuvj420p"
-        frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
-        for packet in list(stream.encode(frame)) + list(stream.encode()):
-            container.mux(packet)
-    return buf.getvalue()
-
-
-def build_pipeline(shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: int, seed: int,
-                   epoch: int, rank: int, world_size: int, device: str, num_threads: int,
-                   shuffle_buffer: int, shuffle: bool, skip_samples: int = 0):
-    """The DALI pipeline for one epoch of this rank (built, ready to ``run``).
-
-    ``skip_samples`` > 0 replaces that many leading samples with a blank clip (see
-    :class:`_Planner`).
-    """
+def build_pipeline(samples: _EpochSamples, *, mode: str, spec: ClipSpec, batch_size: int,
+                   seed: int, epoch: int, device: str, num_threads: int):
+    """The DALI pipeline reading ``samples`` for one epoch of this rank (built, ready to
+    ``run``); ``device`` "cuda" decodes with NVDEC, "cpu" with DALI's libavcodec."""
     from nvidia.dali import fn, pipeline_def, types
 
     epoch_seed = int(clip_rng(seed, epoch, "dali-reader").integers(0, 2**31 - 1))
@@ -221,15 +238,10 @@ def build_pipeline(shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: i
                   device_id=torch.cuda.current_device() if gpu else None,
                   prefetch_queue_depth=2)
     def clip_pipeline():
-        video, meta = fn.readers.webdataset(
-            paths=shards.tars, index_paths=shards.indexes, ext=[";".join(VIDEO_EXTS), "json"],
-            missing_component_behavior="skip", name="shards",
-            shard_id=rank, num_shards=world_size, pad_last_batch=True,
-            random_shuffle=shuffle, initial_fill=shuffle_buffer, seed=epoch_seed)
-        source = fn.get_property(video, key="source_info")
+        video, meta, key = fn.external_source(source=samples, num_outputs=3, batch=True,
+                                              dtype=types.UINT8)
         frames, decode_at, data, roi_start, roi_end, angle, flip, label, key = fn.python_function(
-            meta, source, video, num_outputs=9,
-            function=_Planner(spec, mode, seed, epoch, skip=skip_samples))
+            meta, key, video, num_outputs=9, function=_Planner(spec, mode, seed, epoch))
         clip = fn.decoders.video(data, frames=decode_at, device="mixed" if gpu else "cpu")
         clip = fn.resize(clip, size=(size, size), roi_start=roi_start, roi_end=roi_end,
                          roi_relative=True, interp_type=types.INTERP_LINEAR, antialias=True)
@@ -248,66 +260,71 @@ def build_pipeline(shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: i
 class DaliClipLoader(ClipLoaderBase):
     """Iterable of clip batches (see :func:`kiclip.data.build_loader`) driven by DALI.
 
-    ``device`` "cpu" decodes with libavcodec in DALI's threads; "cuda" decodes with NVDEC
-    (untested here: no GPU was available when this was written). ``dtype`` may be
-    ``torch.bfloat16`` on a GPU.
+    ``decode_device`` "cpu" decodes with libavcodec in DALI's threads; "cuda" with NVDEC
+    (untested here: no GPU was available when this was written); default ``device``. Batches
+    are delivered on ``device``. ``dtype`` may be ``torch.bfloat16`` on a GPU.
+    ``shuffle_buffer`` is unused: each epoch permutes the whole sample list.
     """
 
     def __init__(self, shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: int,
                  seed: int, rank: int, world_size: int, device: str = "cpu",
-                 num_threads: int = 2, shuffle_buffer: int = 256,
-                 dtype: torch.dtype = torch.float32, shuffle: bool = True):
+                 decode_device: str | None = None, num_threads: int = 2,
+                 shuffle_buffer: int = 256, dtype: torch.dtype = torch.float32,
+                 shuffle: bool = True):
         super().__init__(shards, mode=mode, spec=spec, batch_size=batch_size, seed=seed, rank=rank,
                          world_size=world_size, device=device, dtype=dtype, shuffle=shuffle,
                          shuffle_buffer=shuffle_buffer)
+        self.decode_device = decode_device or device
         self.num_threads = num_threads
 
     def __iter__(self):
-        pipe = self._pipeline(skip_samples=0)
-        total = pipe.reader_meta("shards")["epoch_size"]
-        if total != len(self.shards):
-            log.warning("DALI reads %d samples, the shard index lists %d", total, len(self.shards))
-        mine = rank_share(total, self.rank, self.world_size)
+        mine = rank_samples(len(self.shards), seed=self.seed, epoch=self.epoch, rank=self.rank,
+                            world_size=self.world_size, shuffle=self.shuffle)
+        pipe = samples = None
         try:
             for step in range(len(self)):
-                real = min(max(mine - step * self.batch_size, 0), self.batch_size)
+                real = min(max(len(mine) - step * self.batch_size, 0), self.batch_size)
                 if real == 0:  # this rank's share ended: pad so every rank steps equally
                     yield self._padding_batch()
                     continue
+                if pipe is None:
+                    samples = _EpochSamples(self.shards, mine, self.batch_size, first_step=step)
+                    pipe = self._pipeline(samples)
                 try:
                     outputs = pipe.run()
                 except RuntimeError as exn:
+                    # DALI fails the whole batch and the pipeline with it: count the batch as
+                    # skipped and let a new pipeline start at the next one.
                     self.skipped += real
-                    log.error("DALI could not decode a batch: %d samples skipped (%d so far); "
-                              "replaying the epoch past it. %s", real, self.skipped,
-                              _first_error_line(exn))
+                    log.error("DALI could not decode a batch: %d samples skipped (%d so far). "
+                              "%s", real, self.skipped, _first_error_line(exn))
                     pipe = None
-                    pipe = self._pipeline(skip_samples=(step + 1) * self.batch_size)
-                    for _ in range(step + 1):
-                        pipe.run()
+                    samples.close()
                     yield self._padding_batch()
                     continue
                 yield self._to_batch(outputs, real)
         finally:
             pipe = None
+            if samples is not None:
+                samples.close()
 
-    def _pipeline(self, skip_samples: int):
+    def _pipeline(self, samples: _EpochSamples):
         return build_pipeline(
-            self.shards, mode=self.mode, spec=self.spec, batch_size=self.batch_size,
-            seed=self.seed, epoch=self.epoch, rank=self.rank, world_size=self.world_size,
-            device=self.device, num_threads=self.num_threads,
-            shuffle_buffer=self.shuffle_buffer, shuffle=self.shuffle,
-            skip_samples=skip_samples)
+            samples, mode=self.mode, spec=self.spec, batch_size=self.batch_size,
+            seed=self.seed, epoch=self.epoch, device=self.decode_device,
+            num_threads=self.num_threads)
 
     def _to_batch(self, outputs, real: int) -> dict:
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
         clip_tl, label_tl, key_tl, frames_tl = outputs
         clips = clip_tl.as_tensor()
-        target = "cuda" if self.device == "cuda" else "cpu"
-        video = torch.empty(clips.shape(), dtype=torch.float32, device=target)
-        stream = torch.cuda.current_stream() if target == "cuda" else None
+        decoded_on = "cuda" if self.decode_device == "cuda" else "cpu"
+        video = torch.empty(clips.shape(), dtype=torch.float32, device=decoded_on)
+        stream = torch.cuda.current_stream() if decoded_on == "cuda" else None
         feed_ndarray(clips, video, cuda_stream=stream)
+        if self.device != decoded_on:  # DALI decoded on the CPU a codec NVDEC cannot read
+            video = video.to(self.device, non_blocking=True)
         b, c, _, s, _ = video.shape
         t, v = self.spec.num_frames, self.views
         video = video.view(b, c, v, t, s, s).permute(0, 2, 1, 3, 4, 5).reshape(b * v, c, t, s, s)
