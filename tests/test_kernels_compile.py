@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from kernel_devices import DTYPES  # noqa: F401  (sets TRITON_INTERPRET before kernels.ops)
 from kernel_aot import compiler_unavailable, kernel_variants
+from kernel_devices import DTYPES  # noqa: F401  (sets TRITON_INTERPRET before kernels.ops)
 
 from kernels.ops import inject_layernorm as il
 
