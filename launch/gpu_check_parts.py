@@ -12,7 +12,7 @@ says which), so gpu_check.sh can record PASS / FAIL / SKIPPED without parsing lo
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.metadata
 import json
 import math
 import os
@@ -46,11 +46,15 @@ def _command_output(argv: list[str]) -> str | None:
     return (proc.stdout or proc.stderr).strip()
 
 
-def _version(module: str) -> str | None:
-    try:
-        return getattr(importlib.import_module(module), "__version__", "unknown")
-    except Exception as err:  # a broken install is information too
-        return f"not importable: {type(err).__name__}: {err}"
+def _version(*distributions: str) -> str | None:
+    """The installed version of the first of ``distributions`` present (read from its metadata,
+    without importing it: deepspeed alone takes seconds to import)."""
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def environment(out: Path) -> int:
@@ -61,8 +65,9 @@ def environment(out: Path) -> int:
         "python": sys.version.split()[0], "platform": platform.platform(),
         "torch": torch.__version__, "torch_cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
-        "triton": _version("triton"), "dali": _version("nvidia.dali"), "deepspeed": _version("deepspeed"),
-        "open_clip": _version("open_clip"),
+        "triton": _version("triton"), "deepspeed": _version("deepspeed"),
+        "dali": _version("nvidia-dali-cuda120", "nvidia-dali-cuda130", "nvidia-dali-cuda110"),
+        "open_clip": _version("open_clip_torch"),
         "nvidia_smi": _command_output(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,"
                                        "compute_cap", "--format=csv,noheader"]),
         "c_compiler": (_command_output(["cc", "--version"]) or "none").splitlines()[0],
