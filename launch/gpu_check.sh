@@ -2,7 +2,7 @@
 # One GPU acceptance run: everything a CPU cannot check, in one command, ≤ 10 minutes on one
 # H100/H200, with its evidence written to OUT.
 #
-#   bash launch/gpu_check.sh [OUT]            run every part (OUT defaults to gpu_check_<UTC time>)
+#   bash launch/gpu_check.sh [OUT]            run every part (OUT defaults to runs/gpu_check_<UTC time>)
 #   bash launch/gpu_check.sh --dry-run [OUT]  print the plan (parts, timeouts, commands); run nothing
 #
 # Parts, each with its own timeout and log (OUT/<part>.log) and, where it makes one, a JSON:
@@ -35,7 +35,7 @@ for arg in "$@"; do
        out="$arg" ;;
   esac
 done
-out="${out:-$root/gpu_check_$(date -u +%Y%m%dT%H%M%SZ)}"
+out="${out:-$root/runs/gpu_check_$(date -u +%Y%m%dT%H%M%SZ)}"
 budget="${KICLIP_GPU_CHECK_BUDGET:-600}"
 
 PARTS=(environment kernel_tests kernel_parity bench_kernels bench_step dali_decode train_eval)
