@@ -87,8 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="training dtype (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--variants", default="ours,reference,ours:noki,ours:nodistill",
                    help="comma-separated ours|reference[:noki][:nodistill], or all")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per variant; the median is reported")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per variant (default 3; --tiny: 1)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per variant; the median is reported (default 10; --tiny: 2)")
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's dense peak TFLOP/s for MFU (default: from the card's name)")
     p.add_argument("--tiny", action="store_true",
@@ -96,13 +97,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.tiny:
         args.model, args.image_size, args.batch, args.classes = "kiclip-tiny", 32, 2, 8
-        if "--warmup" not in (argv or sys.argv):
-            args.warmup = 1
-        if "--steps" not in (argv or sys.argv):
-            args.steps = 2
+    if args.warmup is None:
+        args.warmup = 1 if args.tiny else 3
+    if args.steps is None:
+        args.steps = 2 if args.tiny else 10
     for name in ("batch", "frames", "classes", "steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
+    if args.warmup < 0:
+        p.error("--warmup must be >= 0")
     try:
         args.variants = parse_variants(args.variants)
     except ValueError as err:
@@ -199,8 +202,9 @@ def build_step(variant: Variant, args, device: torch.device, dtype: torch.dtype)
     targets = TeacherTargets(teacher, prompts) if teacher is not None else None
     drawn = TemplateSampler(0).draw()
     video = torch.randn(args.batch, 3, args.frames, args.image_size, args.image_size, device=device, dtype=dtype)
-    labels = torch.randint(args.classes, (args.batch,), device=device) if device.type != "meta" else \
-        torch.zeros(args.batch, dtype=torch.long, device=device)
+    # Meta tensors have no values to draw; the labels' values do not change the FLOPs.
+    labels = torch.zeros(args.batch, dtype=torch.long, device=device) if device.type == "meta" else \
+        torch.randint(args.classes, (args.batch,), device=device)
     optimizer = None
     if device.type != "meta":
         optimizer = torch.optim.AdamW(parameter_groups(module, 0.01), lr=1e-5)

@@ -167,7 +167,8 @@ export -f part_environment part_kernel_tests part_kernel_parity last_json_line p
 mkdir -p "$work"
 : > "$out/parts.tsv"
 start=$(date +%s)
-has_gpu=""
+# Asked once, before any part: whether the GPU parts can mean anything on this host.
+has_gpu=$("$py" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 record() {  # part status seconds reason
   printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$out/parts.tsv"
   printf '== %-14s %-8s %4ss  %s\n' "$1" "$2" "$3" "$4"
@@ -177,7 +178,7 @@ for part in "${PARTS[@]}"; do
   limit=${TIMEOUT[$part]}
   left=$(( budget - ($(date +%s) - start) ))
   if [ -n "${NEEDS_GPU[$part]:-}" ] && [ "$has_gpu" != 1 ]; then
-    record "$part" SKIPPED 0 "no CUDA device visible to torch (see environment.json)"
+    record "$part" SKIPPED 0 "no CUDA device visible to torch (environment.json and nvidia-smi.txt say why)"
     continue
   fi
   if [ "$left" -lt "$limit" ]; then
@@ -194,9 +195,6 @@ for part in "${PARTS[@]}"; do
     124|137) record "$part" SKIPPED "$took" "timed out after ${limit}s (did not fit); see $part.log" ;;
     *) record "$part" FAIL "$took" "exit $rc; see $part.log" ;;
   esac
-  if [ "$part" = environment ]; then
-    has_gpu=$("$py" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
-  fi
 done
 
 "$py" - "$out" <<'EOF'
