@@ -91,16 +91,17 @@ def environment(out: Path) -> int:
 
 
 def _nvdec_answer() -> dict:
-    """DALI's answer per codec for GPU decode (what the loader decides from)."""
+    """The loader's answer per codec for GPU decode (what it chooses the backend from); an
+    error is recorded, not raised: the environment part only describes the host."""
     try:
         from kiclip.data.dali_loader import dali_available, dali_can_decode
-    except Exception as err:
-        return {"error": str(err)}
-    if not dali_available():
-        return {"error": "DALI not importable"}
-    from shard_tools.video_io import CODECS
+        from shard_tools.video_io import CODECS
 
-    return {codec: bool(dali_can_decode({codec}, "cuda")) for codec in sorted(CODECS)}
+        if not dali_available():
+            return {"error": "DALI not importable"}
+        return {codec: bool(dali_can_decode({codec}, "cuda")) for codec in sorted(CODECS)}
+    except Exception as err:
+        return {"error": f"{type(err).__name__}: {err}"}
 
 
 def parity(out: Path, rows: int, width: int, dtype_name: str) -> int:
