@@ -159,15 +159,22 @@ def parity(out: Path, rows: int, width: int, dtype_name: str) -> int:
 
 
 def _compare(entry: dict, got: dict, want: dict, tol: dict) -> bool:
-    """Max abs error per output into ``entry``; whether all are within ``tol``."""
-    import torch
+    """Errors per output into ``entry``; whether each output's relative L2 error is within the
+    op's rtol.
 
+    Not elementwise: dweight/dbias sum over all rows, and at 12,608 rows their bf16 error grows
+    with the row count while each element's value can cancel to near zero, so elementwise
+    tolerances made for a few rows would fail by design. The relative L2 error stays at the
+    inputs' rounding level whatever the row count (at 2,000 x 768 bf16: Triton's dweight is off
+    by 0.8 at most against values up to 165; eager bf16 by 12).
+    """
     ok = True
     for name in want:
         a, b = got[name].detach().float().cpu(), want[name].detach().float().cpu()
-        close = torch.allclose(a, b, atol=tol["atol"], rtol=tol["rtol"])
-        entry[name] = {"max_abs_err": float((a - b).abs().max()), "within_tolerance": bool(close)}
-        ok &= close
+        rel = float((a - b).norm() / b.norm().clamp_min(1e-30))
+        within = rel <= tol["rtol"]
+        entry[name] = {"max_abs_err": float((a - b).abs().max()), "rel_l2_err": rel, "within_tolerance": within}
+        ok &= within
     return ok
 
 

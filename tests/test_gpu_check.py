@@ -84,3 +84,28 @@ def test_setup_env_rejects_bad_arguments(tmp_path):
     assert proc.returncode == 2 and "is not a folder" in proc.stderr
     proc = _bash(SETUP_ENV, "--system-torch", "--dry-run", PYTHON=str(tmp_path / "no-python"))
     assert proc.returncode == 2 and "cannot import torch and torchvision" in proc.stderr
+
+
+def _gpu_check_parts():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check_parts", ROOT / "launch" / "gpu_check_parts.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path of the parity part")
+def test_parity_part_compares_triton_with_the_reference(tmp_path, monkeypatch):
+    parts = _gpu_check_parts()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # set by conftest before kernels.ops is imported
+    assert parts.parity(tmp_path / "parity.json", rows=400, width=96, dtype_name="bf16") == 0
+    report = json.loads((tmp_path / "parity.json").read_text())
+    assert report["passed"] is True
+    assert set(report["ops"]["inject_layernorm"]) == {"y", "ln_y", "dh", "df", "dw", "db"}
+    assert report["ops"]["distill_loss"]["rows"] == 2  # one row per 197-token frame
+    assert all(0 <= v["rel_l2_err"] < 2e-2 for v in report["ops"]["inject_layernorm"].values())
+    assert parts.parity(tmp_path / "fp32.json", rows=64, width=40, dtype_name="fp32") == 0
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert parts.parity(tmp_path / "skipped.json", rows=400, width=96, dtype_name="bf16") == parts.SKIP
