@@ -121,9 +121,9 @@ class TrainConfig:
 
 
 # ZeRO-3 partitions every parameter and gathers it only around its module's forward, but the
-# student reads parameters directly (the attention's in_proj, the stem's patch weights, the
-# projection head), so they would stay empty shards; and the rank-0-only evaluation would wait
-# forever for the other ranks to join each gather. docs/training.md says the same.
+# student reads parameters directly (attention projections, class/positional embeddings, ln_1
+# weights for the fused kernel, the head's proj), so they would stay empty shards; and the
+# rank-0-only evaluation would wait forever for the other ranks to join each gather.
 ZERO3_REFUSAL = ("ZeRO stage 3 is not supported: the model reads parameters outside their "
                  "modules' forward calls, where stage 3 never gathers them; use stage 2 "
                  "(--zero-stage 2), which shards gradients and optimiser state")
