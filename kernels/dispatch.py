@@ -1,8 +1,10 @@
 """One place that picks the backend for every fused op, so callers never branch on hardware.
 
 ``KICLIP_KERNELS`` (read at every call, so it can be changed at run time):
-  auto    (default) Triton when the tensors are on CUDA and ``triton`` imports; the PyTorch
-          reference otherwise (CPU, no Triton, a broken Triton install).
+  auto    (default) Triton when the tensors are on CUDA, ``triton`` imports and Triton can
+          build its C launchers (it compiles them with the host's C compiler); the PyTorch
+          reference otherwise (CPU, no Triton, a broken Triton install, no C compiler: the
+          last with one warning naming the reason).
   triton  always Triton; an error naming the fix when it cannot run: ``triton`` missing, or
           CPU tensors without ``TRITON_INTERPRET=1`` (the interpreter: slow, for tests).
   torch   always the PyTorch reference.
@@ -11,8 +13,11 @@ The Triton op modules are imported only when first used, so importing :mod:`kern
 imports Triton and never fixes whether the kernels are compiled or interpreted.
 """
 
+import functools
 import importlib
 import os
+import shutil
+import warnings
 
 import torch
 
@@ -40,6 +45,52 @@ def triton_importable() -> bool:
     return True
 
 
+@functools.cache
+def triton_launcher_problem() -> str | None:
+    """Why compiled Triton kernels cannot be launched in this process, or None when they can.
+
+    Before its first GPU launch Triton compiles small C modules (its CUDA driver utilities and
+    one launcher per kernel signature) with the host's C compiler: ``$CC``, else gcc or clang.
+    A GPU host without one would fail at the first fused op, mid-step; asked once, up front,
+    the dispatcher can fall back instead. Cached: the answer holds for the process.
+    """
+    try:
+        _check_c_compiler()
+        _start_triton_driver()
+    except Exception as err:  # any failure here means the same thing: no compiled kernels
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _check_c_compiler() -> None:
+    """Raise unless Triton will find a C compiler (the lookup Triton itself does)."""
+    from triton import knobs
+
+    if knobs.build.impl is not None or os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang"):
+        return
+    raise RuntimeError("no C compiler found (set CC, or install gcc or clang)")
+
+
+def _start_triton_driver() -> None:
+    """Start Triton's CUDA driver, which builds its C utility module on first use."""
+    from triton.runtime import driver
+
+    driver.active.get_current_target()
+
+
+_warned_fallback: set[str] = set()
+
+
+def _warn_fallback_once(problem: str) -> None:
+    if problem not in _warned_fallback:
+        _warned_fallback.add(problem)
+        warnings.warn(
+            f"Triton cannot launch compiled kernels here ({problem}); the fused ops use the PyTorch "
+            f"reference instead (slower). Install a C compiler (gcc) or set CC to use them.",
+            RuntimeWarning, stacklevel=3,
+        )
+
+
 def _interpreter_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
@@ -51,11 +102,21 @@ def use_triton(tensor: torch.Tensor) -> bool:
         return False
     on_cuda = tensor.device.type == "cuda"
     if backend == "auto":
-        return on_cuda and triton_importable()
+        if not (on_cuda and triton_importable()):
+            return False
+        problem = triton_launcher_problem()
+        if problem is not None:
+            _warn_fallback_once(problem)
+        return problem is None
     if not triton_importable():
         raise RuntimeError(
             f"{ENV_VAR}=triton but the triton package cannot be imported; install triton "
             f"or set {ENV_VAR}=auto (falls back to the PyTorch reference)"
+        )
+    if on_cuda and (problem := triton_launcher_problem()) is not None:
+        raise RuntimeError(
+            f"{ENV_VAR}=triton but Triton cannot launch compiled kernels ({problem}); install a C "
+            f"compiler (gcc) or set CC, or set {ENV_VAR}=auto (falls back to the PyTorch reference)"
         )
     if not on_cuda and not _interpreter_requested():
         raise RuntimeError(

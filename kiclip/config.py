@@ -113,12 +113,22 @@ class TrainConfig:
              "optim.warmup_start_lr", "must be finite and >= 0"),
             (self.optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0"),
             (self.loss.distill_weight >= 0, "loss.distill_weight", "must be >= 0"),
-            (self.run.zero_stage in (0, 1, 2, 3), "run.zero_stage", "must be 0, 1, 2 or 3"),
+            (self.run.zero_stage in (0, 1, 2), "run.zero_stage",
+             "must be 0, 1 or 2" + (f"; {ZERO3_REFUSAL}" if self.run.zero_stage == 3 else "")),
             (self.run.precision in ("auto", "bf16", "fp32"), "run.precision", "must be auto, bf16 or fp32"),
         ]
         for ok, name, why in checks:
             if not ok:
                 raise ConfigError(f"config field {name} {why} (got {_get(self, name)!r})")
+
+
+# ZeRO-3 partitions every parameter and gathers it only around its module's forward, but the
+# student reads parameters directly (attention projections, class/positional embeddings, ln_1
+# weights for the fused kernel, the head's proj), so they would stay empty shards; and the
+# rank-0-only evaluation would wait forever for the other ranks to join each gather.
+ZERO3_REFUSAL = ("ZeRO stage 3 is not supported: the model reads parameters outside their "
+                 "modules' forward calls, where stage 3 never gathers them; use stage 2 "
+                 "(--zero-stage 2), which shards gradients and optimiser state")
 
 
 def _get(cfg: Any, dotted: str) -> Any:
@@ -272,7 +282,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, help="frame stride inside a clip")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--zero-stage", type=int, choices=(0, 1, 2, 3))
+    parser.add_argument("--zero-stage", type=int,
+                        help="DeepSpeed ZeRO stage 0, 1 or 2 (default 2; 3 is refused, see docs/training.md)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"))
     parser.add_argument("--loader", dest="backend", choices=("auto", "dali", "torch"),
                         help="data loader backend (auto: DALI when it can decode the shards)")

@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # `python launch/train.py` from a checkout withou
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kiclip.config import (  # noqa: E402
+    ZERO3_REFUSAL,
     ConfigError,
     TrainConfig,
     add_config_arguments,
@@ -60,14 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_user_deepspeed_config(path: Path) -> None:
+    """ConfigError naming ``path`` when it is missing, not a JSON object, or asks for ZeRO-3."""
+    if not path.is_file():
+        raise ConfigError(f"--deepspeed_config {path} does not exist")
+    try:
+        ds_config = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--deepspeed_config {path} is not valid JSON: {err}") from None
+    if not isinstance(ds_config, dict):
+        raise ConfigError(f"--deepspeed_config {path} must hold a JSON object")
+    zero = ds_config.get("zero_optimization") or {}
+    stage = zero.get("stage", 0) if isinstance(zero, dict) else 0
+    if stage == 3:
+        raise ConfigError(f"--deepspeed_config {path}: zero_optimization.stage is 3; {ZERO3_REFUSAL}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = config_from_args(args)
         if args.deepspeed_config:
-            if not Path(args.deepspeed_config).is_file():
-                raise ConfigError(f"--deepspeed_config {args.deepspeed_config} does not exist")
+            check_user_deepspeed_config(Path(args.deepspeed_config))
             cfg.run.deepspeed_config = args.deepspeed_config
         # Everything that can be wrong with the dataset is found here, before any heavy work.
         data = localize_protocol(cfg.data.data, cfg.mode, cfg.data.split, cache_dir=args.cache_dir)

@@ -53,6 +53,8 @@ def test_layers_later_ones_win(tmp_path):
     (["--set", "optim.nonsense=1"], "optim.nonsense"),
     (["--set", "solver.lr=1"], "solver"),
     (["--set", "optim.lr"], "FIELD=VALUE"),
+    (["--zero-stage", "3"], "run.zero_stage must be 0, 1 or 2; ZeRO stage 3 is not supported"),
+    (["--set", "run.zero_stage=4"], "run.zero_stage must be 0, 1 or 2"),
 ])
 def test_bad_fields_name_the_field(argv, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.").replace("[", r"\[")):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import types
+import warnings
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,13 @@ def test_cpu_tensors_use_reference(monkeypatch, value):
     assert ln_calls == ["inject_layernorm_reference"] and dl_calls == ["distill_loss_reference"]
 
 
-def test_auto_picks_triton_for_cuda_tensors(monkeypatch):
+@pytest.fixture
+def launcher_builds(monkeypatch):
+    """Triton can build its C launchers (there is no CUDA driver to ask on a CPU host)."""
+    monkeypatch.setattr(dispatch, "triton_launcher_problem", lambda: None)
+
+
+def test_auto_picks_triton_for_cuda_tensors(monkeypatch, launcher_builds):
     monkeypatch.setenv(dispatch.ENV_VAR, "auto")
     assert dispatch.use_triton(FAKE_CUDA) == dispatch.triton_importable()
     assert dispatch.use_triton(torch.empty(1)) is False
@@ -139,3 +146,49 @@ def test_package_imports_and_runs_without_triton():
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def _no_c_compiler(monkeypatch):
+    """Triton's driver start fails as it does on a host without cc/gcc."""
+    pytest.importorskip("triton")
+
+    def fail():
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable")
+
+    monkeypatch.setattr(dispatch, "_start_triton_driver", fail)
+    dispatch.triton_launcher_problem.cache_clear()
+    monkeypatch.setattr(dispatch, "_warned_fallback", set())
+
+
+def test_auto_falls_back_with_one_warning_when_triton_cannot_build_its_launcher(monkeypatch):
+    _no_c_compiler(monkeypatch)
+    monkeypatch.setenv(dispatch.ENV_VAR, "auto")
+    try:
+        with pytest.warns(RuntimeWarning, match="Failed to find C compiler.*PyTorch reference"):
+            assert dispatch.use_triton(FAKE_CUDA) is False
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once, not at every op
+            assert dispatch.use_triton(FAKE_CUDA) is False
+        monkeypatch.setenv(dispatch.ENV_VAR, "triton")
+        with pytest.raises(RuntimeError, match="cannot launch compiled kernels.*install a C compiler"):
+            dispatch.use_triton(FAKE_CUDA)
+    finally:
+        dispatch.triton_launcher_problem.cache_clear()
+
+
+def test_the_launcher_probe_reports_a_missing_c_compiler(monkeypatch):
+    pytest.importorskip("triton")
+    from triton import knobs
+
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(dispatch.shutil, "which", lambda name: None)
+    monkeypatch.setattr(knobs.build, "impl", None)
+    monkeypatch.setattr(dispatch, "_start_triton_driver", lambda: None)
+    dispatch.triton_launcher_problem.cache_clear()
+    try:
+        assert "no C compiler found" in dispatch.triton_launcher_problem()
+        monkeypatch.setenv("CC", "cc")
+        dispatch.triton_launcher_problem.cache_clear()
+        assert dispatch.triton_launcher_problem() is None
+    finally:
+        dispatch.triton_launcher_problem.cache_clear()

@@ -132,3 +132,24 @@ def test_gradcheck(device):
     assert torch.autograd.gradcheck(
         lambda *a: inject_layernorm_triton(*a, 0.4, 1e-5), (h, f, w, b), eps=1e-3, atol=2e-3, rtol=1e-2
     )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("programs, rows", [(2, 37), (4, 5), (3, 64)], ids=str)
+def test_backward_programs_walk_many_rows(device, programs, rows, monkeypatch):
+    # On a GPU each backward program loops over thousands of rows and keeps running dweight /
+    # dbias sums; capping the programs makes small inputs take that path too, with a short last
+    # chunk (37 = 2 x 19 - 1) and a program left with no rows at all (5 rows over 4 programs of 2).
+    from kernels.ops import _common
+
+    monkeypatch.setattr(_common, "MAX_PROGRAMS", programs)
+    assert _common.persistent_programs(rows, torch.device(device)) == programs
+    shape = (rows, 40)
+    h, f, w, b = _inputs(shape, torch.float32, device, seed=rows)
+    g = torch.Generator().manual_seed(2)
+    dy, dln = (torch.randn(shape, generator=g).to(device) for _ in range(2))
+
+    _, _, grads = _run(inject_layernorm_triton, h, f, w, b, 0.5, 1e-5, dy, dln, upcast=False)
+    _, _, grads_ref = _run(inject_layernorm_reference, h, f, w, b, 0.5, 1e-5, dy, dln, upcast=True)
+    for name in "hfwb":
+        _assert_close(grads[name], grads_ref[name], torch.float32, f"d{name}")

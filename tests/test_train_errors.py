@@ -94,6 +94,18 @@ def test_bad_config_field_fails_before_training(b2n_shards, tmp_path):
     assert "no.json does not exist" in err
 
 
+def test_zero_stage_3_is_refused_with_the_reason(b2n_shards, tmp_path):
+    err = _train_fails_early(b2n_shards, tmp_path, "--zero-stage", "3")
+    assert "run.zero_stage" in err and "stage 3 is not supported" in err and "--zero-stage 2" in err
+    ds_json = tmp_path / "ds3.json"
+    ds_json.write_text(json.dumps({"train_batch_size": 2, "zero_optimization": {"stage": 3}}))
+    err = _train_fails_early(b2n_shards, tmp_path, "--deepspeed_config", str(ds_json))
+    assert "ds3.json" in err and "zero_optimization.stage is 3" in err and "stage 2" in err
+    ds_json.write_text("{")
+    err = _train_fails_early(b2n_shards, tmp_path, "--deepspeed_config", str(ds_json))
+    assert "ds3.json is not valid JSON" in err
+
+
 # Makes the loss of the third step NaN, then runs train.py as `python launch/train.py` would.
 _NAN_AT_STEP_3 = textwrap.dedent("""
     import runpy, sys

@@ -11,6 +11,11 @@ INTERPRETED: bool = bool(knobs.runtime.interpret)
 # One row must fit in one block; beyond this the row would need a multi-pass kernel.
 MAX_BLOCK_SIZE = 65536
 
+# Upper bound on the programs a row-looping (backward) kernel launches; None: no cap beyond
+# persistent_programs' own. Tests set it low so each program walks many rows, the path a GPU
+# takes with thousands of rows but that small test inputs would otherwise never reach.
+MAX_PROGRAMS: int | None = None
+
 
 def row_block_settings(n_cols: int) -> tuple[int, int]:
     """Block size (next power of two >= n_cols) and warps for a one-row-per-program kernel.
@@ -58,6 +63,9 @@ def persistent_programs(n_rows: int, device: torch.device) -> int:
     exercises the partial-sum reduction).
     """
     if device.type == "cuda":
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        return max(1, min(n_rows, sms * 4))
-    return max(1, min(n_rows, 4))
+        wanted = torch.cuda.get_device_properties(device).multi_processor_count * 4
+    else:
+        wanted = 4
+    if MAX_PROGRAMS is not None:
+        wanted = min(wanted, MAX_PROGRAMS)
+    return max(1, min(n_rows, wanted))

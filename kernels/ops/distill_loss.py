@@ -53,6 +53,12 @@ def _distill_loss_fwd_kernel(
         tl.store(DS + row * stride_ds + cols, ds.to(DS.dtype.element_ty), mask=mask)
 
 
+def forward_launch(n_cols: int, compute_grad: bool) -> tuple[dict, int]:
+    """(constexprs, num_warps) of the kernel for rows of ``n_cols`` features."""
+    block, num_warps = row_block_settings(n_cols)
+    return {"COMPUTE_GRAD": compute_grad, "BLOCK_SIZE": block}, num_warps
+
+
 def distill_loss_forward(student, teacher, eps, compute_grad):
     """Launch the kernel.
 
@@ -69,7 +75,7 @@ def distill_loss_forward(student, teacher, eps, compute_grad):
     check_runnable(student)
     n_rows, n_cols = student.shape
     s2, t2 = as_rows(student, n_cols), as_rows(teacher, n_cols)
-    block, num_warps = row_block_settings(n_cols)
+    constexprs, num_warps = forward_launch(n_cols, compute_grad)
 
     row_loss = torch.empty(n_rows, dtype=torch.float32, device=student.device)
     ds = torch.empty((n_rows, n_cols), dtype=student.dtype, device=student.device) if compute_grad else None
@@ -79,7 +85,7 @@ def distill_loss_forward(student, teacher, eps, compute_grad):
             s2, t2, row_loss, ds_arg,
             s2.stride(0), t2.stride(0), ds_arg.stride(0),
             n_cols, 1.0 / n_rows, float(eps),
-            COMPUTE_GRAD=compute_grad, BLOCK_SIZE=block, num_warps=num_warps,
+            **constexprs, num_warps=num_warps,
         )
     # mean of N values: one tiny reduction, deterministic (no atomics across programs)
     return row_loss.mean(), ds

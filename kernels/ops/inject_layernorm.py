@@ -127,6 +127,23 @@ def _inject_layernorm_bwd_kernel(
     tl.store(DB_partial + pid * n_cols + cols, db_acc, mask=mask)
 
 
+def forward_launch(n_cols: int) -> tuple[dict, int]:
+    """(constexprs, num_warps) of the forward kernel for rows of ``n_cols`` features."""
+    block, num_warps = row_block_settings(n_cols)
+    if block >= 1024:
+        # At 4 warps (8 elements per thread per tensor) ptxas for sm_80 spills a few bytes when
+        # bf16/fp16 rows meet fp32 LayerNorm weights (tests/test_kernels_compile.py); at 8 it
+        # spills in no variant.
+        num_warps = max(num_warps, 8)
+    return {"BLOCK_SIZE": block}, num_warps
+
+
+def backward_launch(n_cols: int, has_dy: bool, need_dh: bool, need_df: bool) -> tuple[dict, int]:
+    """(constexprs, num_warps) of the backward kernel; the flags select which gradients it writes."""
+    block, num_warps = row_block_settings(n_cols)
+    return {"HAS_DY": has_dy, "COMPUTE_DH": need_dh, "COMPUTE_DF": need_df, "BLOCK_SIZE": block}, num_warps
+
+
 def inject_layernorm_forward(h, f, weight, bias, mix, eps):
     """Launch the forward kernel.
 
@@ -141,7 +158,7 @@ def inject_layernorm_forward(h, f, weight, bias, mix, eps):
     shape, n_cols = h.shape, h.shape[-1]
     h2, f2 = as_rows(h, n_cols), as_rows(f, n_cols)
     n_rows = h2.shape[0]
-    block, num_warps = row_block_settings(n_cols)
+    constexprs, num_warps = forward_launch(n_cols)
 
     y = torch.empty((n_rows, n_cols), dtype=h.dtype, device=h.device)
     ln = torch.empty_like(y)
@@ -152,7 +169,7 @@ def inject_layernorm_forward(h, f, weight, bias, mix, eps):
             h2, f2, weight.contiguous(), bias.contiguous(), y, ln, mean, rstd,
             h2.stride(0), f2.stride(0), y.stride(0), ln.stride(0),
             n_cols, float(mix), float(eps),
-            BLOCK_SIZE=block, num_warps=num_warps,
+            **constexprs, num_warps=num_warps,
         )
     return y.view(shape), ln.view(shape), mean, rstd
 
@@ -171,7 +188,7 @@ def inject_layernorm_backward(dln, dy, y, weight, mean, rstd, mix, need_dh, need
     n_rows = y2.shape[0]
     dln2 = as_rows(dln, n_cols)
     dy2 = as_rows(dy, n_cols) if dy is not None else dln2  # placeholder pointer, unread when HAS_DY=False
-    block, num_warps = row_block_settings(n_cols)
+    constexprs, num_warps = backward_launch(n_cols, dy is not None, need_dh, need_df)
     n_programs = persistent_programs(n_rows, y.device)
     rows_per_program = triton.cdiv(n_rows, n_programs)
 
@@ -187,8 +204,7 @@ def inject_layernorm_backward(dln, dy, y, weight, mean, rstd, mix, need_dh, need
             dln2, dy2, y2, weight.contiguous(), mean, rstd, dh_arg, df_arg, dw_partial, db_partial,
             dln2.stride(0), dy2.stride(0), y2.stride(0), dh_arg.stride(0), df_arg.stride(0),
             n_rows, n_cols, rows_per_program, float(mix),
-            HAS_DY=dy is not None, COMPUTE_DH=need_dh, COMPUTE_DF=need_df,
-            BLOCK_SIZE=block, num_warps=num_warps,
+            **constexprs, num_warps=num_warps,
         )
     else:
         dw_partial.zero_()
