@@ -91,15 +91,28 @@ def environment(out: Path) -> int:
 
 
 def _nvdec_answer() -> dict:
-    """The loader's answer per codec for GPU decode (what it chooses the backend from); an
-    error is recorded, not raised: the environment part only describes the host."""
+    """DALI's GPU decoder asked per codec, on a tiny clip of each that make_shards can write
+    (the loaders ask the same question of the shards' own samples); an error is recorded,
+    not raised: the environment part only describes the host."""
+    import tempfile
+
+    import numpy as np
+
     try:
-        from kiclip.data.dali_loader import dali_available, dali_can_decode
-        from shard_tools.video_io import CODECS
+        from kiclip.data.codecs import dali_try_decode
+        from kiclip.data.dali_loader import dali_available
+        from shard_tools.video_io import CODECS, encode_frames
 
         if not dali_available():
             return {"error": "DALI not importable"}
-        return {codec: bool(dali_can_decode({codec}, "cuda")) for codec in sorted(CODECS)}
+        frames = [np.full((64, 64, 3), 16 * i, np.uint8) for i in range(4)]
+        answers = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for codec, spec in sorted(CODECS.items()):
+                path = Path(tmp) / f"probe.{spec.ext}"
+                encode_frames(frames, path, codec, fps=25.0)
+                answers[codec] = bool(dali_try_decode(path.read_bytes(), "cuda"))
+        return answers
     except Exception as err:
         return {"error": f"{type(err).__name__}: {err}"}
 
@@ -187,7 +200,8 @@ def dali_decode(out: Path, shard_root: Path, min_psnr: float) -> int:
     import torch
 
     from kiclip.data import build_loader
-    from kiclip.data.dali_loader import dali_available, dali_can_decode
+    from kiclip.data.dali_loader import dali_available
+    from shard_tools.video_io import DALI_CPU_CODECS
 
     if not torch.cuda.is_available():
         return _skip("no CUDA device")
@@ -197,7 +211,7 @@ def dali_decode(out: Path, shard_root: Path, min_psnr: float) -> int:
     ok, any_ran = True, False
     for codec_dir in sorted(p for p in shard_root.iterdir() if p.is_dir()):
         codec = codec_dir.name
-        reference = "dali" if dali_can_decode({codec}, "cpu") else "torch"
+        reference = "dali" if codec in DALI_CPU_CODECS else "torch"
         entry = report["codecs"].setdefault(codec, {"cpu_reference": reference})
         try:
             cpu = _decode_all(build_loader, codec_dir, "cpu", reference)

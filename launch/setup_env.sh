@@ -11,10 +11,10 @@
 #                                                torch/torchvision pins are not installed)
 #   bash launch/setup_env.sh --dry-run [...]     print what would run, change nothing
 # The options combine (a GPU host's wheel folder plus its own torch). PYTHON picks the base
-# interpreter (default python3).
+# interpreter (default python3); KICLIP_VENV another environment folder (default .venv).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="$root/.venv"
+venv="${KICLIP_VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
 
 wheelhouse=""
@@ -53,7 +53,7 @@ if [ "$system_torch" = 1 ]; then
   fi
   if [ -f "$venv/pyvenv.cfg" ] && ! grep -q "include-system-site-packages = true" "$venv/pyvenv.cfg"; then
     echo "setup_env.sh: error: --system-torch: $venv exists without system site packages;" \
-         "remove it (rm -rf .venv) and run again" >&2
+         "remove it (rm -rf $venv) and run again" >&2
     exit 2
   fi
 fi

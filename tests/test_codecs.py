@@ -78,7 +78,7 @@ def test_without_dali():
 def test_dali_is_asked_once_per_codec_and_device(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(codecs, "_DALI_ANSWERS", {})
-    monkeypatch.setattr(codecs, "_dali_try_decode",
+    monkeypatch.setattr(codecs, "dali_try_decode",
                         lambda video, device: calls.append((video, device)) or device == "cpu")
     sample = tmp_path / "x.tar"
     sample.write_bytes(b"0123456789")
@@ -104,7 +104,7 @@ def test_build_loader_asks_dali_with_a_real_sample(tmp_path, monkeypatch, caplog
     from kiclip.data import choose_loader_backend, open_shards
 
     shards = make_tiny_shards(tmp_path, codec="mjpeg", per_shard=48)
-    real = codecs._dali_try_decode
+    real = codecs.dali_try_decode
     asked = []
 
     def no_jpeg_gpu(video, device):
@@ -112,7 +112,7 @@ def test_build_loader_asks_dali_with_a_real_sample(tmp_path, monkeypatch, caplog
         return False if device == "cuda" else real(video, device)
 
     monkeypatch.setattr(codecs, "_DALI_ANSWERS", {})
-    monkeypatch.setattr(codecs, "_dali_try_decode", no_jpeg_gpu)
+    monkeypatch.setattr(codecs, "dali_try_decode", no_jpeg_gpu)
     with caplog.at_level(logging.INFO, logger="kiclip.data"):
         choice = choose_loader_backend(open_shards(shards), "auto", "cuda", str(shards))
     assert choice.name == "dali-cpu" and asked == ["cuda", "cpu"]

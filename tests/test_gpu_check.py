@@ -65,18 +65,21 @@ def test_without_a_gpu_only_the_environment_runs(tmp_path):
 
 @pytest.mark.slow
 def test_setup_env_dry_run_plans(tmp_path):
-    plain = _bash(SETUP_ENV, "--dry-run")
+    # A fresh environment folder: the checkout's own .venv (made without system site packages)
+    # would be refused by --system-torch, rightly.
+    venv = str(tmp_path / "venv")
+    plain = _bash(SETUP_ENV, "--dry-run", KICLIP_VENV=venv)
     assert plain.returncode == 0, plain.stderr
     assert re.search(r"pip install .*-e \S+\[dev", plain.stderr)
     assert "--no-index" not in plain.stderr and "--system-site-packages" not in plain.stderr
 
-    offline = _bash(SETUP_ENV, "--dry-run", "--wheelhouse", str(tmp_path), "--system-torch")
+    offline = _bash(SETUP_ENV, "--dry-run", "--wheelhouse", str(tmp_path), "--system-torch",
+                    KICLIP_VENV=venv)
     assert offline.returncode == 0, offline.stderr
     assert f"--no-index --find-links {tmp_path}" in offline.stderr
     assert "--upgrade pip" not in offline.stderr  # offline, the wheel folder decides pip's version
     assert "--no-deps -e" in offline.stderr and "requirements-without-torch" in offline.stderr
-    if not (ROOT / ".venv").exists():
-        assert "-m venv --system-site-packages" in offline.stderr
+    assert "-m venv --system-site-packages" in offline.stderr
 
 
 def test_setup_env_rejects_bad_arguments(tmp_path):

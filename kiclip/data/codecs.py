@@ -90,12 +90,12 @@ _DALI_ANSWERS: dict[tuple[str, str], bool] = {}
 def dali_decodes(codec: str, sample: SampleRef, device: str) -> bool:
     """Whether DALI on ``device`` ("cpu"/"cuda") decodes ``sample`` (a video of ``codec``)."""
     if (codec, device) not in _DALI_ANSWERS:
-        _DALI_ANSWERS[codec, device] = _dali_try_decode(read_video_bytes(sample), device)
+        _DALI_ANSWERS[codec, device] = dali_try_decode(read_video_bytes(sample), device)
         log.debug("DALI on %s decodes %s: %s", device, codec, _DALI_ANSWERS[codec, device])
     return _DALI_ANSWERS[codec, device]
 
 
-def _dali_try_decode(video: bytes, device: str) -> bool:
+def dali_try_decode(video: bytes, device: str) -> bool:
     """Decode the first frame of ``video`` through a one-off DALI pipeline on ``device``."""
     import numpy as np
     import torch
