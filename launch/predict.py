@@ -5,7 +5,7 @@ Examples:
   python launch/predict.py --checkpoint runs/k400_s1/averaged.pt --video my_clip.mp4 \\
       --classes "juggling,surfing,playing guitar,riding a bike"
   python launch/predict.py --checkpoint runs/k400_s1/averaged.pt --video my_clip.mov \\
-      --classes-file shards/k400/novel_classes.json --top-k 5 --json
+      --classes-file lists/k400/novel_classes.json --top-k 5 --json
   python launch/predict.py --frozen-clip --pretrained /path/ViT-B-16.pt --video my_clip.mp4 \\
       --classes "juggling,surfing"
 
