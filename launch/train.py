@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Imports torch: not for --help.
+    from kiclip.train.distributed import DeviceError, choose_device_type, select_deepspeed_accelerator
+
     try:
         cfg = config_from_args(args)
         if args.deepspeed_config:
@@ -56,18 +59,25 @@ def main(argv: list[str] | None = None) -> int:
             cfg.run.deepspeed_config = args.deepspeed_config
         # Everything that can be wrong with the dataset is found here, before any heavy work.
         protocol = resolve_protocol(cfg.data.data, cfg.mode, cfg.data.split)
-    except ConfigError as err:
+        device_type = choose_device_type(cfg.run.device)
+        select_deepspeed_accelerator(device_type)
+    except (ConfigError, DeviceError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
     try:
-        summary = train(cfg, protocol)
+        summary = train(cfg, protocol, device_type)
+    except DeviceError as err:  # e.g. more ranks on this host than GPUs
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
     except FloatingPointError as err:  # every rank raises it at the same step (see _all_finite)
         print(f"train.py: error: {err}", file=sys.stderr)
         return 1
     return 0 if summary is not None else 1
 
 
-def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
+def train(cfg: TrainConfig, protocol: ProtocolData, device_type: str) -> dict | None:
+    """Train on ``device_type`` ("cpu" or "cuda", from ``choose_device_type``); the summary,
+    or None when nothing was trained."""
     import deepspeed
     import torch
     from torch.optim.lr_scheduler import LambdaLR
@@ -83,12 +93,15 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
     from kiclip.train.schedule import lambda_for
     from kiclip.train.step import PromptTokens, TeacherTargets, parameter_groups
 
-    rank, world, device = init_distributed()
+    rank, world, device = init_distributed(device_type)
     if device.type == "cpu":
         configure_cpu_threads(cfg.data.num_workers,
                               int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     run_dir = Path(cfg.run.output)
     bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and device.type == "cuda")
+    # bf16: DeepSpeed casts the module's parameters to bf16 and keeps fp32 master weights in
+    # the optimiser; inputs and the frozen teacher follow the module's dtype, while class-
+    # embedding averages, logits and losses stay fp32 (docs/model.md, "Precision").
     dtype = torch.bfloat16 if bf16 else torch.float32
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +250,7 @@ def _save_epoch(engine, run_dir: Path, epoch: int, step: int, templates, cfg: Tr
     if engine.zero_optimization_stage() == 3:
         state = engine._zero3_consolidated_16bit_state_dict()  # gathers the shards; all ranks call
     else:
-        state = engine.module.state_dict()
+        state = ckpt.fp32_module_state(engine)  # all ranks: a collective under bf16
     if rank == 0:
         state = {k: v.detach().float().cpu() for k, v in state.items()}
         ckpt.atomic_torch_save({"model": state, "config": cfg.to_dict(), "epoch": epoch, "step": step},

@@ -118,6 +118,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def fp32_module_state(engine) -> dict[str, torch.Tensor]:
+    """``engine.module``'s state dict as fp32 CPU tensors, for the consolidated weights file.
+
+    Under bf16 the module holds a bf16 copy of each trained parameter, rounded from the fp32
+    master copy the optimiser updates; the file gets the master copy, so averaging and
+    evaluation start from the weights training actually reached (and a resume, which restores
+    the master copy from DeepSpeed's state, continues from the same values). Frozen parameters
+    and buffers are what the module holds. ZeRO 1/2: a collective (one all-reduce per
+    trained parameter): call on every rank.
+    """
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    state = engine.module.state_dict()
+    if engine.bfloat16_enabled():
+        for name, param in engine.module.named_parameters():
+            if param.requires_grad:
+                master = safe_get_full_fp32_param(param)
+                if master is not None:
+                    state[name] = master
+    return {k: v.detach().float().cpu() for k, v in state.items()}
+
+
 def load_weights(path: str | Path) -> dict[str, Any]:
     """A consolidated weights file: {"model": state_dict, "config": dict, "epoch": int}."""
     path = Path(path)
