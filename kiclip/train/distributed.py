@@ -47,7 +47,7 @@ def choose_device_type(requested: str = "auto") -> str:
     """"cpu" or "cuda" for ``run.device``.
 
     auto: CUDA when torch can use it, else CPU, with a warning when the driver sees a GPU that
-    torch cannot use (a silent CPU run would be ~100x slower). cuda: DeviceError with the
+    torch cannot use (an unnoticed CPU run of a GPU-sized job would crawl). cuda: DeviceError with the
     reason when torch cannot use a GPU. cpu: CPU even on a GPU host.
     """
     if requested not in DEVICES:
