@@ -213,15 +213,21 @@ def test_deepspeed_bf16_steps_track_fp32(device, kernels, small_shards, fp32_run
                 f"step {a['step']} {term}: fp32 {a[term]:.6f} vs bf16 {b[term]:.6f} (tol {tol:.2g})"
 
 
+# ZeRO 2 with every set-up; ZeRO 0 (another optimiser wrapper holds the master weights) once
+# per device, kernels do not matter there.
+RESUME_SETUPS = [pytest.param(*p.values, 2, marks=p.marks, id=f"{p.id}-zero2") for p in SETUPS] + [
+    pytest.param(*p.values, 0, marks=p.marks, id=f"{p.id}-zero0") for p in SETUPS if "torch" in p.id]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("device,kernels", SETUPS)
-def test_deepspeed_bf16_resume_and_evaluation(device, kernels, small_shards, tmp_path):
+@pytest.mark.parametrize("device,kernels,zero", RESUME_SETUPS)
+def test_deepspeed_bf16_resume_and_evaluation(device, kernels, zero, small_shards, tmp_path):
     """Two bf16 epochs with the end-of-run evaluation; then the same run resumed after epoch 0
     (epoch 1's checkpoint removed, as if it had died in epoch 1) repeats epoch 1 exactly —
     fp32 master weights and optimiser state come back — and evaluates to the same top-1.
     The consolidated weights are the fp32 master weights, not the module's bf16 copy."""
     args = [*SMALL, "--data", str(small_shards), "--device", device, "--precision", "bf16",
-            "--epochs", "2"]
+            "--epochs", "2", "--zero-stage", str(zero)]
     env = kernel_env(device, kernels)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     wait_ok(start_train([*args, "--output", str(straight)], log=tmp_path / "a.log", env_extra=env),
