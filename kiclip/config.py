@@ -73,6 +73,7 @@ class RunConfig:
     output: str = "runs/kiclip"
     seed: int = 0
     zero_stage: int = 2
+    device: str = "auto"           # auto (CUDA when torch can use it, else CPU) | cpu | cuda
     precision: str = "auto"        # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     deepspeed_config: str = ""     # a user's own DeepSpeed JSON; generated when empty
     resume: bool = True            # continue from the output dir's last complete checkpoint
@@ -115,6 +116,7 @@ class TrainConfig:
             (self.loss.distill_weight >= 0, "loss.distill_weight", "must be >= 0"),
             (self.run.zero_stage in (0, 1, 2), "run.zero_stage",
              "must be 0, 1 or 2" + (f"; {ZERO3_REFUSAL}" if self.run.zero_stage == 3 else "")),
+            (self.run.device in ("auto", "cpu", "cuda"), "run.device", "must be auto, cpu or cuda"),
             (self.run.precision in ("auto", "bf16", "fp32"), "run.precision", "must be auto, bf16 or fp32"),
         ]
         for ok, name, why in checks:
@@ -284,7 +286,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--zero-stage", type=int,
                         help="DeepSpeed ZeRO stage 0, 1 or 2 (default 2; 3 is refused, see docs/training.md)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                        help="auto (default): CUDA when torch can use it, else CPU with a warning if "
+                        "the driver sees a GPU that torch cannot use; cuda: fail (exit 2) instead")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                        help="auto (default): bf16 on CUDA, fp32 on CPU. bf16 keeps fp32 master "
+                        "weights, logits and losses (docs/model.md, Precision). No fp16: DeepSpeed "
+                        "needs loss scaling for it and runs it on CPU only with AVX512-FP16/AMX-FP16")
     parser.add_argument("--loader", dest="backend", choices=("auto", "dali", "torch"),
                         help="data loader backend (auto: DALI when it can decode the shards)")
     parser.add_argument("--workers", dest="num_workers", type=int)
@@ -310,7 +318,8 @@ _FLAG_FIELDS = {
     "model_name": "model.model_name", "output": "run.output", "epochs": "optim.epochs",
     "batch_size": "data.batch_size", "lr": "optim.lr", "num_frames": "data.num_frames",
     "stride": "data.stride", "image_size": "data.image_size", "seed": "run.seed",
-    "zero_stage": "run.zero_stage", "precision": "run.precision", "backend": "data.backend",
+    "zero_stage": "run.zero_stage", "device": "run.device", "precision": "run.precision",
+    "backend": "data.backend",
     "num_workers": "data.num_workers", "mix": "model.mix", "max_steps": "run.max_steps",
 }
 

@@ -40,8 +40,9 @@ def kiclip_loss(
 ) -> LossTerms:
     """L = CE(video_logits, y) + lam * [(1 - mean cos(f̂, f_T)) + (1 - mean cos(ĝ, g_T))].
 
-    frame_features (B, T, D): student per-frame features, unnormalised.
-    class_embeddings (C, D): student class embeddings of the step's templates.
+    frame_features (B, T, D): student per-frame features, unnormalised, any float dtype.
+    class_embeddings (C, D): student class embeddings of the step's templates (fp32 from
+    ``average_templates``, or any float dtype).
     labels (B,) long; logit_scale: CLIP's log temperature (0-d).
     teacher_frames (B, T, D), teacher_classes (C, D): the teacher's, same templates.
     f̂ = f + alpha * P_v(f) per frame and ĝ = g + alpha * P_t(g), with f, g the
@@ -55,8 +56,12 @@ def kiclip_loss(
     if teacher_frames is None or teacher_classes is None or proj_v is None or proj_t is None:
         raise ValueError("distillation needs teacher_frames, teacher_classes, proj_v and proj_t")
 
-    f = F.normalize(frame_features.flatten(0, 1), dim=-1)  # (B*T, D)
-    g = F.normalize(class_embeddings, dim=-1)  # (C, D)
+    # Precision (docs/model.md, "Precision"): the student's features arrive in the module's
+    # dtype (bf16 under DeepSpeed bf16); normalising, the residual sums f + alpha*P(f), the
+    # logits, CE and the cosines are fp32. Only the projectors' matmuls run in the module's
+    # dtype (Projector casts in and out).
+    f = F.normalize(frame_features.float().flatten(0, 1), dim=-1)  # (B*T, D) fp32
+    g = F.normalize(class_embeddings.float(), dim=-1)  # (C, D) fp32
     f_hat = f + alpha * proj_v(f)
     g_hat = g + alpha * proj_t(g)
     # The teacher is a target: no gradient flows into it even if a caller built it with one.

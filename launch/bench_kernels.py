@@ -43,7 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=768, help="residual width D of the visual blocks")
     p.add_argument("--embed", type=int, default=512, help="feature width of the distillation loss")
     p.add_argument("--classes", type=int, default=400, help="rows C of the text distillation term")
-    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="activation dtype")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16",
+                   help="dtype of activations and LayerNorm weights (a bf16 training run has both in bf16)")
     p.add_argument("--warmup", type=int, default=10, help="untimed iterations per backend (compilation included)")
     p.add_argument("--iters", type=int, default=50, help="timed iterations per backend; the median is reported")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
@@ -92,8 +93,10 @@ def main(argv=None) -> int:
 
     rows, d = args.tokens * args.batch * args.frames, args.width
     h, f = randn(rows, d).requires_grad_(), randn(rows, d).requires_grad_()
-    w = (1.0 + randn(d, scale=0.1)).float().requires_grad_()  # autocast keeps LN params fp32
-    b = randn(d, scale=0.1).float().requires_grad_()
+    # LayerNorm weights in the activation dtype, as training has them: DeepSpeed's bf16 mode
+    # casts every parameter of the module to bf16 (docs/model.md, "Precision").
+    w = (1.0 + randn(d, scale=0.1)).requires_grad_()
+    b = randn(d, scale=0.1).requires_grad_()
     dy, dln = randn(rows, d), randn(rows, d)
 
     def ln_step(fn):
@@ -185,6 +188,7 @@ def main(argv=None) -> int:
         "device": card,
         "smoke_cpu": not on_gpu,
         "dtype": args.dtype,
+        "layernorm_weight_dtype": str(w.dtype).removeprefix("torch."),
         "peak_gbs": peak,
         "shapes": {"inject_layernorm": [rows, d], "distill_visual": [n_vis, args.embed],
                    "distill_text": [args.classes, args.embed]},

@@ -80,6 +80,9 @@ def check_user_deepspeed_config(path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Imports torch: not for --help.
+    from kiclip.train.distributed import DeviceError, choose_device_type, select_deepspeed_accelerator
+
     try:
         cfg = config_from_args(args)
         if args.deepspeed_config:
@@ -92,13 +95,18 @@ def main(argv: list[str] | None = None) -> int:
             check_datasets([protocol.train, *protocol.evals.values()], cfg.dataset,
                            allow_mismatch=cfg.data.allow_mismatch,
                            escape="--set data.allow_mismatch=true (or --allow-dataset-mismatch)")
-    except ConfigError as err:
+        device_type = choose_device_type(cfg.run.device)
+        select_deepspeed_accelerator(device_type)
+    except (ConfigError, DeviceError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
     from kiclip.data.codecs import UnsupportedCodecError
 
     try:
-        summary = train(cfg, protocol)
+        summary = train(cfg, protocol, device_type)
+    except DeviceError as err:  # e.g. more ranks on this host than GPUs
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
     except FloatingPointError as err:  # every rank raises it at the same step (see _all_finite)
         print(f"train.py: error: {err}", file=sys.stderr)
         return 1
@@ -108,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if summary is not None else 1
 
 
-def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
+def train(cfg: TrainConfig, protocol: ProtocolData, device_type: str) -> dict | None:
+    """Train on ``device_type`` ("cpu" or "cuda", from ``choose_device_type``); the summary,
+    or None when nothing was trained."""
     import deepspeed
     import torch
     from torch.optim.lr_scheduler import LambdaLR
@@ -124,7 +134,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
     from kiclip.train.schedule import lambda_for
     from kiclip.train.step import PromptTokens, TeacherTargets, parameter_groups
 
-    rank, world, device = init_distributed()
+    rank, world, device = init_distributed(device_type)
     # A codec the loader cannot read is a dataset problem: exit 2 before the run directory exists.
     evaluated = list(protocol.evals.values()) if cfg.run.eval_at_end else []
     for shard_set in [protocol.train, *evaluated]:
@@ -134,6 +144,9 @@ def train(cfg: TrainConfig, protocol: ProtocolData) -> dict | None:
                               int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     run_dir = Path(cfg.run.output)
     bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and device.type == "cuda")
+    # bf16: DeepSpeed casts the module's parameters to bf16 and keeps fp32 master weights in
+    # the optimiser; inputs and the frozen teacher follow the module's dtype, while class-
+    # embedding averages, logits and losses stay fp32 (docs/model.md, "Precision").
     dtype = torch.bfloat16 if bf16 else torch.float32
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -281,12 +294,10 @@ def _save_epoch(engine, run_dir: Path, epoch: int, step: int, templates, cfg: Tr
 
     client = {"rng": ckpt.rng_state(), "templates": templates.state_dict(), "step": step, "epoch": epoch}
     engine.save_checkpoint(str(ckpt.ds_dir(run_dir)), tag=ckpt.epoch_tag(epoch), client_state=client)
-    if engine.zero_optimization_stage() == 3:
-        state = engine._zero3_consolidated_16bit_state_dict()  # gathers the shards; all ranks call
-    else:
-        state = engine.module.state_dict()
+    # All ranks: a collective under bf16. (ZeRO 3, whose parameters are partitioned, is refused
+    # at start-up.)
+    state = ckpt.fp32_module_state(engine)
     if rank == 0:
-        state = {k: v.detach().float().cpu() for k, v in state.items()}
         ckpt.atomic_torch_save({"model": state, "config": cfg.to_dict(), "epoch": epoch, "step": step},
                                ckpt.weights_path(run_dir, epoch))
     if torch.distributed.is_initialized():

@@ -49,6 +49,7 @@ def test_layers_later_ones_win(tmp_path):
     (["--mix", "1.5"], "model.mix"),
     (["--set", "data.backend=nvdec"], "data.backend"),
     (["--set", "run.precision=fp8"], "run.precision"),
+    (["--set", "run.device=tpu"], "run.device"),
     (["--set", "optim.epochs=0"], "optim.epochs"),
     (["--set", "optim.nonsense=1"], "optim.nonsense"),
     (["--set", "solver.lr=1"], "solver"),

@@ -1,5 +1,8 @@
 """2-rank ZeRO-2 on CPU (gloo) and 1 rank with the same global batch reach the same weights.
 
+On the CPU on every host (FAST passes --device cpu): fp32 and gloo keep the two set-ups within
+the tolerance below, and two ranks need no second GPU.
+
 Why the global batches agree: with ``--loader torch`` and ``data.shuffle=false`` every rank
 streams the tars in stored order and keeps samples i ≡ rank (mod 2) (docs/data_plane.md), so
 step k of rank 0 sees samples 8k, 8k+2, 8k+4, 8k+6 and rank 1 sees 8k+1, ..., 8k+7: together

@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "launch" / "train.py"
 EVALUATE = ROOT / "launch" / "evaluate.py"
 
-# A small, fast training set-up on top of the synthetic preset: 4 frames, no evaluation at the end.
-FAST = ["--b2n", "synthetic", "--num-frames", "4", "--set", "run.eval_at_end=false"]
+# A small, fast training set-up on top of the synthetic preset: 4 frames, no evaluation at the end,
+# on the CPU whatever the host has (hence fp32 and gloo): the tests using it compare runs exactly
+# and start several ranks on one host. Tests meant for CUDA pass --device themselves.
+FAST = ["--b2n", "synthetic", "--num-frames", "4", "--set", "run.eval_at_end=false", "--device", "cpu"]
 
 
 def build_b2n_shards(out: Path, *, clips_per_class: int, val_per_class: int, shots: int,
@@ -63,13 +65,15 @@ def free_port() -> int:
 
 
 def start_train(args: list[str], *, log: Path, rank: int | None = None, world: int = 1,
-                port: int | None = None, script: Path = TRAIN) -> subprocess.Popen:
+                port: int | None = None, script: Path = TRAIN,
+                env_extra: dict[str, str] | None = None) -> subprocess.Popen:
     """``python launch/train.py ARGS`` in the background, stdout+stderr to ``log``.
 
     With ``rank`` set, it is one of ``world`` ranks, given the environment DeepSpeed's launcher
-    would set (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+    would set (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT). ``env_extra`` adds
+    variables (e.g. KICLIP_KERNELS).
     """
-    env = process_env()
+    env = process_env(**(env_extra or {}))
     if rank is not None:
         env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -15,6 +16,12 @@ class Projector(nn.Sequential):
     def __init__(self, dim: int):
         super().__init__(nn.Linear(dim, dim, bias=False), nn.GELU(), nn.Linear(dim, dim, bias=False))
         self.reset_parameters()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """P(features) in the dtype of ``features``. The matmuls run in the layers' own dtype
+        (bf16 when DeepSpeed trains in bf16), so an fp32 caller keeps its fp32 residual sum
+        (docs/model.md, "Precision")."""
+        return super().forward(features.to(self[0].weight.dtype)).to(features.dtype)
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_normal_(self[0].weight)

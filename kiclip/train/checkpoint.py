@@ -12,6 +12,7 @@ Layout of a run directory::
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import random
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+log = logging.getLogger("kiclip.train")
 _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
 
@@ -124,6 +126,57 @@ def set_rng_state(state: dict[str, Any]) -> None:
 _TORCH_MAGICS = (b"PK\x03\x04", b"\x80")
 
 _WEIGHTS_HINT = "train.py writes RUN/weights/epoch_NNN.pt; average_weights.py writes RUN/averaged.pt"
+
+
+def fp32_module_state(engine) -> dict[str, torch.Tensor]:
+    """``engine.module``'s state dict as fp32 CPU tensors, for the consolidated weights file.
+
+    Under bf16 the module holds a bf16 copy of each trained parameter, rounded from the fp32
+    master copy the optimiser updates; the file gets the master copy, so averaging and
+    evaluation start from the weights training actually reached (and a resume, which restores
+    the master copy from DeepSpeed's state, continues from the same values). Frozen parameters
+    and buffers are what the module holds. ZeRO 1/2: a collective (one all-reduce per
+    trained parameter): call on every rank. Not for ZeRO 3 (its parameters are partitioned).
+    """
+    state = engine.module.state_dict()
+    if engine.bfloat16_enabled():
+        masters = _master_weights(engine)
+        trained = [(n, p) for n, p in engine.module.named_parameters() if p.requires_grad]
+        missing = [n for n, p in trained if id(p) not in masters]
+        if missing:
+            log.warning("no fp32 master copy found for %d trained tensors (e.g. %s) with %s: "
+                        "saving their bf16 values", len(missing), missing[0],
+                        type(engine.optimizer).__name__)
+        for name, param in trained:
+            if id(param) in masters:
+                state[name] = masters[id(param)]
+    return {k: v.detach().float().cpu() for k, v in state.items()}
+
+
+def _master_weights(engine) -> dict[int, torch.Tensor]:
+    """id(parameter) → its full fp32 master copy, for the optimisers DeepSpeed uses in bf16."""
+    from deepspeed.runtime.fp16.fused_optimizer import FP16_Optimizer
+    from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    optimizer = engine.optimizer
+    # ZeRO 0 in bf16 wraps the optimiser in one of DeepSpeed's fp16 optimisers: per group, the
+    # module's parameters and their fp32 copies in the same order (flat in the fused one).
+    if isinstance(optimizer, FP16_UnfusedOptimizer):
+        return {id(p): m for group, copies in zip(optimizer.fp16_groups, optimizer.fp32_groups)
+                for p, m in zip(group, copies)}
+    if isinstance(optimizer, FP16_Optimizer):
+        from torch._utils import _unflatten_dense_tensors
+
+        return {id(p): m for group, flat in zip(optimizer.fp16_groups, optimizer.fp32_groups_flat)
+                for p, m in zip(group, _unflatten_dense_tensors(flat, group))}
+    masters = {}
+    for param in engine.module.parameters():  # ZeRO 1/2 and BF16_Optimizer: fragment mappings
+        if param.requires_grad:
+            master = safe_get_full_fp32_param(param)
+            if master is not None:
+                masters[id(param)] = master
+    return masters
 
 
 def load_weights(path: str | Path) -> dict[str, Any]:
