@@ -1,4 +1,4 @@
-"""The KICLIP training loss: CE on video logits + residual feature distillation (METHOD §3)."""
+"""The KICLIP training loss: CE on video logits + residual feature distillation (docs/model.md §3)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def kiclip_loss(
     if teacher_frames is None or teacher_classes is None or proj_v is None or proj_t is None:
         raise ValueError("distillation needs teacher_frames, teacher_classes, proj_v and proj_t")
 
-    # Precision (docs/model.md, "Precision"): the student's features arrive in the module's
+    # Precision (docs/model.md §9): the student's features arrive in the module's
     # dtype (bf16 under DeepSpeed bf16); normalising, the residual sums f + alpha*P(f), the
     # logits, CE and the cosines are fp32. Only the projectors' matmuls run in the module's
     # dtype (Projector casts in and out).

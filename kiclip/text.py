@@ -1,5 +1,5 @@
 """Class names → text classifiers: prompt templates, prompt building, class embeddings,
-the per-step template draw and the evaluation classifier cache (METHOD §4)."""
+the per-step template draw and the evaluation classifier cache (docs/model.md §4)."""
 
 from __future__ import annotations
 
@@ -97,10 +97,10 @@ def class_embeddings(
 
 def average_templates(features: torch.Tensor, num_templates: int) -> torch.Tensor:
     """(P·C, D) template-major text features → (C, D) class embeddings: per-template
-    normalise, average over the P templates, renormalise (METHOD §4).
+    normalise, average over the P templates, renormalise (docs/model.md §4).
 
     Always fp32, whatever the text tower's dtype: an average of unit vectors is a reduction,
-    kept in fp32 like the logits and losses it feeds (docs/model.md, "Precision"). Callers
+    kept in fp32 like the logits and losses it feeds (docs/model.md §9). Callers
     that feed it to a bf16 layer cast at that layer (``Projector`` does).
     """
     features = F.normalize(features.float(), dim=-1).view(num_templates, -1, features.shape[-1])

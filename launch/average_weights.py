@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Average a run's per-epoch weights element-wise into one checkpoint (METHOD.md §6).
+"""Average a run's per-epoch weights element-wise into one checkpoint (docs/model.md §6).
 
 Example:
   python launch/average_weights.py runs/k400_s1                  # epochs 2..last → averaged.pt

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-# HBM bandwidth of cards we may be lent, GB/s (datasheet), to express achieved bandwidth as a
+# HBM bandwidth of common data-centre GPUs, GB/s (datasheet), to express achieved bandwidth as a
 # fraction of peak; --peak-gbs overrides, unknown cards report no fraction.
 PEAK_GBS = {"H100 PCIe": 2000.0, "H100 NVL": 3900.0, "H100": 3350.0, "H200": 4800.0, "A100": 2039.0}
 
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     rows, d = args.tokens * args.batch * args.frames, args.width
     h, f = randn(rows, d).requires_grad_(), randn(rows, d).requires_grad_()
     # LayerNorm weights in the activation dtype, as training has them: DeepSpeed's bf16 mode
-    # casts every parameter of the module to bf16 (docs/model.md, "Precision").
+    # casts every parameter of the module to bf16 (docs/model.md §9).
     w = (1.0 + randn(d, scale=0.1)).requires_grad_()
     b = randn(d, scale=0.1).requires_grad_()
     dy, dln = randn(rows, d), randn(rows, d)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The science check of issue 6: does distillation (and knowledge injection) stop forgetting?
+"""The science check: does distillation (and knowledge injection) stop forgetting?
 
 Examples:
   python launch/experiment_b2n.py --synthetic                          # 3 seeds + mix study

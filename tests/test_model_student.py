@@ -68,7 +68,7 @@ def naive_block(block, x, num_frames, temporal):
 
 
 def naive_kiclip(clip, frozen_blocks, v, mix=0.5, temporal=True, detach_frozen=False):
-    """METHOD §2 literally: h = mix*h + (1-mix)*f; f = F_i(f); h = S_i(h), F_11 included."""
+    """docs/model.md §2 literally: h = mix*h + (1-mix)*f; f = F_i(f); h = S_i(h), F_11 included."""
     visual = clip.visual
     h = visual._embeds(frames_of(v))
     f = h.detach() if detach_frozen else h

@@ -1,4 +1,4 @@
-"""launch/average_weights.py: the element-wise mean of the chosen epochs (METHOD.md §6)."""
+"""launch/average_weights.py: the element-wise mean of the chosen epochs (docs/model.md §6)."""
 
 from __future__ import annotations
 

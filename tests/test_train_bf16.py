@@ -1,6 +1,6 @@
 """bf16 training, resuming and evaluation against fp32, with both kernel backends.
 
-The precision rule (docs/model.md, "Precision"): matmuls through the towers and projectors run
+The precision rule (docs/model.md §9): matmuls through the towers and projectors run
 in the module's dtype; class-embedding averages, logits, losses and the consolidated weights
 are fp32. Every test runs on the CPU (DeepSpeed's CPU accelerator does bf16; Triton kernels
 through its interpreter) and again on CUDA where a GPU is present.

@@ -261,7 +261,7 @@ class DaliClipLoader(ClipLoaderBase):
     """Iterable of clip batches (see :func:`kiclip.data.build_loader`) driven by DALI.
 
     ``decode_device`` "cpu" decodes with libavcodec in DALI's threads; "cuda" with NVDEC
-    (untested here: no GPU was available when this was written); default ``device``. Batches
+    (run on a GPU by launch/gpu_check.sh, not by the CPU test suite); default ``device``. Batches
     are delivered on ``device``. ``dtype`` may be ``torch.bfloat16`` on a GPU.
     ``shuffle_buffer`` is unused: each epoch permutes the whole sample list.
     """

@@ -5,7 +5,7 @@ flip) is drawn here from a generator seeded by ``(seed, epoch, sample key)``, so
 pipeline and the fallback loader build the same clip from the same sample, on any rank and in
 any worker, and a resumed run sees the same clips as an uninterrupted one.
 
-Spec (METHOD.md §5): train takes T frames at stride s from a random window, clamped for short
+Spec (docs/model.md §5): train takes T frames at stride s from a random window, clamped for short
 videos (the last frame repeats); its short side is jittered in [S, S·256/224], then a random
 S×S crop and a random horizontal flip. Test takes V windows whose starts are spread evenly over
 the video, short side S and a centre crop.

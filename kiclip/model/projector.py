@@ -1,4 +1,4 @@
-"""The distillation projectors P_v and P_t (METHOD §3)."""
+"""The distillation projectors P_v and P_t (docs/model.md §3)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Projector(nn.Sequential):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """P(features) in the dtype of ``features``. The matmuls run in the layers' own dtype
         (bf16 when DeepSpeed trains in bf16), so an fp32 caller keeps its fp32 residual sum
-        (docs/model.md, "Precision")."""
+        (docs/model.md §9)."""
         return super().forward(features.to(self[0].weight.dtype)).to(features.dtype)
 
     def reset_parameters(self) -> None:

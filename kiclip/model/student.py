@@ -15,7 +15,7 @@ from kiclip.model.block import check_block, run_block
 
 
 class VideoStudent(nn.Module):
-    """Trainable video encoder around an open_clip ``CLIP`` (METHOD §1–2).
+    """Trainable video encoder around an open_clip ``CLIP`` (docs/model.md §1–2).
 
     Owns ``clip`` (trained whole: visual tower, text tower, logit_scale) and, when
     ``injection`` is on, ``frozen_blocks``: deep copies of the visual blocks taken at
@@ -28,7 +28,7 @@ class VideoStudent(nn.Module):
     F_{L-1}'s output is never used, so only F_0..F_{L-2} are stored and run (the reference
     computed and discarded it). Gradients reach the stem through both streams.
 
-    mix: weight of the student stream in the mix (METHOD: 0.5).
+    mix: weight of the student stream in the mix (0.5 in the method, docs/model.md §2).
     mask_boundary: False keeps the reference's unmasked zero keys/values for the missing
         neighbours of the first/last frame; True masks them out.
     checkpointing: recompute each layer in backward (``torch.utils.checkpoint``,

@@ -1,4 +1,4 @@
-"""The frozen CLIP teacher of residual feature distillation (METHOD §3)."""
+"""The frozen CLIP teacher of residual feature distillation (docs/model.md §3)."""
 
 from __future__ import annotations
 

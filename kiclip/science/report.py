@@ -1,4 +1,4 @@
-"""Per-seed B2N accuracies → mean ± std table, the issue-6 claims, science.json/.md and a chart.
+"""Per-seed B2N accuracies → mean ± std table, the forgetting claims, science.json/.md and a chart.
 
 Accuracies are percent. A "run" is ``{"seed": int, "base": float, "novel": float}`` (HM is
 computed here, per run, then averaged, so HM's std is the spread of the runs' HMs).
@@ -51,7 +51,7 @@ def aggregate(per_method: Mapping[str, Sequence[Mapping]]) -> dict:
 
 
 def check_claims(results: Mapping[str, Mapping]) -> list[dict]:
-    """The inequalities issue 6 asks the experiment to show, on the means over seeds.
+    """The inequalities the science check tests (docs/science.md), on the means over seeds.
 
     Each item: {"claim": text, "holds": bool, "values": text}. Needs teacher, finetune,
     distill and kiclip in ``results``.
@@ -73,7 +73,7 @@ def check_claims(results: Mapping[str, Mapping]) -> list[dict]:
 
 
 def science_json(results: Mapping[str, Mapping], settings: Mapping) -> dict:
-    """The issue's shape: {"teacher": {...}, "finetune": {...}, "distill": {...},
+    """science.json's shape: {"teacher": {...}, "finetune": {...}, "distill": {...},
     "kiclip": {...}, "settings": {...}}, each method {"base", "novel", "hm", "*_std", "n", "runs"}."""
     out = {m: dict(results[m]) for m in ("teacher", "finetune", "distill", "kiclip") if m in results}
     out["settings"] = dict(settings)

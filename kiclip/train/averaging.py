@@ -1,4 +1,4 @@
-"""Element-wise average of a run's per-epoch consolidated weights (METHOD.md §6)."""
+"""Element-wise average of a run's per-epoch consolidated weights (docs/model.md §6)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def average_run(run_dir: str | Path, *, first: int = 2, last: int | None = None,
     files = ckpt.epoch_weight_files(run_dir)
     if not files:
         raise FileNotFoundError(f"{run_dir} holds no weights/epoch_*.pt: is it a train.py --output folder?")
-    available = [e + 1 for e in files]  # 1-based, as METHOD counts
+    available = [e + 1 for e in files]  # 1-based, as docs/model.md §6 counts epochs
     last = available[-1] if last is None else last
     first = min(first, last)
     chosen = [e for e in available if first <= e <= last]

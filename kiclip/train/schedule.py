@@ -1,4 +1,4 @@
-"""Per-iteration learning-rate schedule: linear warm-up, then cosine decay (METHOD.md §5)."""
+"""Per-iteration learning-rate schedule: linear warm-up, then cosine decay (docs/model.md §5)."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ class PromptTokens:
 
 
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: decay for matrices, none for 1-D params and biases (METHOD §5).
+    """AdamW groups: decay for matrices, none for 1-D params and biases (docs/model.md §5).
 
     Frozen parameters (the KI copy) are left out: the optimiser never sees them."""
     decay, no_decay = [], []
