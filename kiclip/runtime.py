@@ -15,11 +15,9 @@ def configure_cpu_threads(loader_threads: int, processes_per_node: int = 1) -> i
 
     torch's OpenMP threads spin while waiting; when they outnumber the free cores (the
     loader's decode threads and other ranks share the same cores) each step slows down
-    several-fold (figures in docs/benchmarks.md, "Embedded-default demo"). So each process's torch
-    gets its share of the cores (cores / processes on the node) minus its loader threads, at
-    least one.
-    An explicit OMP_NUM_THREADS always wins.
-    Returns the thread count in use.
+    several-fold (figures in docs/benchmarks.md, "Embedded-default demo"). So each process's
+    torch gets its share of the cores (cores / processes on the node) minus its loader threads,
+    at least one. An explicit OMP_NUM_THREADS always wins. Returns the thread count in use.
     """
     if "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads()
