@@ -146,7 +146,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData, device_type: str) -> dict | 
     bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and device.type == "cuda")
     # bf16: DeepSpeed casts the module's parameters to bf16 and keeps fp32 master weights in
     # the optimiser; inputs and the frozen teacher follow the module's dtype, while class-
-    # embedding averages, logits and losses stay fp32 (docs/model.md, "Precision").
+    # embedding averages, logits and losses stay fp32 (docs/model.md §9).
     dtype = torch.bfloat16 if bf16 else torch.float32
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
