@@ -291,7 +291,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         "the driver sees a GPU that torch cannot use; cuda: fail (exit 2) instead")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                         help="auto (default): bf16 on CUDA, fp32 on CPU. bf16 keeps fp32 master "
-                        "weights, logits and losses (docs/model.md, Precision). No fp16: DeepSpeed "
+                        "weights, logits and losses (docs/model.md §9). No fp16: DeepSpeed "
                         "needs loss scaling for it and runs it on CPU only with AVX512-FP16/AMX-FP16")
     parser.add_argument("--loader", dest="backend", choices=("auto", "dali", "torch"),
                         help="data loader backend (auto: DALI when it can decode the shards)")
