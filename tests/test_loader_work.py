@@ -121,3 +121,14 @@ def test_bench_data_reports_work_per_clip(gop_shards, tmp_path, capsys):
     assert set(summary["ratio_to_reference"]) == {"torch", "reference"}
     assert summary["shard_bytes_per_clip"] > len(data)
     assert np.isfinite(summary["clips_per_s"]["torch"])
+
+
+def test_bench_planner_times_both_planner_paths(gop_shards, capsys):
+    from launch import bench_planner
+
+    assert bench_planner.main(["--shards", str(gop_shards["indexed"]), "--samples", "4",
+                               "--rounds", "1", "--frames", "4", "--stride", "6"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["with_index"] == summary["samples"] == 4
+    assert set(summary["ms_per_clip"]) == {"index", "demux"}
+    assert all(v > 0 for v in summary["ms_per_clip"].values())
