@@ -1,0 +1,291 @@
+"""The training transcode's trade-offs, measured: codec × GOP → storage, decode work, speed, quality.
+
+    python launch/bench_transcode.py --out results/transcode
+
+Builds a K400-like corpus (shard_tools/make_bench_corpus.py: 10 s, 25/30 fps, 340×256, a camera
+moving over textured content; kept in OUT/corpus and reused), then for each row (a codec and a
+key-frame interval) runs make_shards `--transcode CODEC --gop N` on it and measures:
+  - bytes per video-second of the shards' videos, and make_shards' seconds per video (probe,
+    transcode, pack; one worker);
+  - PSNR of every `--psnr-every`-th decoded frame against the decoded source;
+  - decoded frames per clip (8 frames at stride 16 unless changed) for a decoder that starts at
+    the key frame before each wanted frame: the mean over every window start the train sampler
+    can draw (`decoded_frames_for_clip`), from the shards' own key frames;
+  - clips/s and clips per CPU-second of `build_loader(backend="dali"|"torch", device="cpu")`,
+    one untimed warm-up pass then `--passes` timed passes (an epoch each, first batch excluded).
+    H.264 rows say n/a for DALI: its CPU decoder cannot read H.264 (GPU only).
+Writes OUT/table.md (the table docs/data_plane.md shows) and OUT/results.json, and prints the
+table and, last, one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import av
+import numpy as np
+
+log = logging.getLogger("bench_transcode")
+
+DEFAULT_ROWS = ("mjpeg,vp9:1,vp9:2,vp9:4,vp9:8,vp9:16,vp9:250,"
+                "h264:1,h264:4,h264:16,h264:250")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One transcode to measure: `codec` (a video_io.CODECS name) with key frames every `gop`."""
+
+    codec: str
+    gop: int | None  # None: the codec's own (MJPEG: every frame is a key frame)
+
+    @property
+    def name(self) -> str:
+        return self.codec if self.gop is None else f"{self.codec} gop {self.gop}"
+
+    @property
+    def folder(self) -> str:
+        return self.codec if self.gop is None else f"{self.codec}_g{self.gop}"
+
+
+def parse_rows(text: str) -> list[Row]:
+    """`mjpeg,vp9:4,h264:250` → rows; raises ValueError naming a bad entry."""
+    from shard_tools.video_io import CODECS
+
+    rows = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        codec, _, gop = item.partition(":")
+        if codec not in CODECS or (gop and not gop.isdigit()) or gop == "0":
+            raise ValueError(f"--rows: {item!r} is not CODEC or CODEC:GOP (codecs "
+                             f"{', '.join(sorted(CODECS))}; GOP a positive integer)")
+        rows.append(Row(codec, int(gop) if gop else None))
+    return rows
+
+
+def decoded_frames_for_clip(key_frames: np.ndarray, wanted: np.ndarray) -> int:
+    """Frames a decoder produces to get the frames `wanted` (display indices) when it starts
+    at the key frame before each wanted frame: for every distinct GOP holding a wanted frame,
+    its key frame up to the last wanted frame in it. `key_frames`: sorted display indices of
+    the key frames, the first one 0. Assumes display order = decode order (true of VP8/VP9 and
+    MJPEG; H.264 with B-frames decodes a reference ahead, so it needs a little more)."""
+    wanted = np.unique(np.asarray(wanted, np.int64))
+    gop_start = np.asarray(key_frames, np.int64)[
+        np.searchsorted(key_frames, wanted, side="right") - 1]
+    last_in_gop: dict[int, int] = {}
+    for start, frame in zip(gop_start.tolist(), wanted.tolist()):
+        last_in_gop[start] = frame
+    return sum(last - start + 1 for start, last in last_in_gop.items())
+
+
+def mean_decoded_frames_per_clip(key_frames: np.ndarray, total_frames: int,
+                                 num_frames: int, stride: int) -> float:
+    """`decoded_frames_for_clip` averaged over every train window start of a video of
+    `total_frames` frames (the sampler draws them uniformly, kiclip.data.sampling)."""
+    span = (num_frames - 1) * stride + 1
+    starts = range(max(total_frames - span, 0) + 1)
+    offsets = stride * np.arange(num_frames)
+    return float(np.mean([
+        decoded_frames_for_clip(key_frames, np.minimum(s + offsets, total_frames - 1))
+        for s in starts]))
+
+
+def key_frames(video: bytes) -> np.ndarray:
+    """Display indices of the key frames of one encoded video."""
+    with av.open(io.BytesIO(video)) as container:
+        stream = container.streams.video[0]
+        packets = [(p.pts, p.is_keyframe) for p in container.demux(stream) if p.size]
+    order = sorted(range(len(packets)), key=lambda i: packets[i][0])
+    keys = np.array([rank for rank, i in enumerate(order) if packets[i][1]], np.int64)
+    return keys
+
+
+def decode_every(source, every: int) -> list[np.ndarray]:
+    """Decoded frames 0, every, 2·every, ... (uint8 RGB) of a path or a bytes stream."""
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        return [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(stream))
+                if i % every == 0]
+
+
+def psnr(decoded: list[np.ndarray], reference: list[np.ndarray]) -> float:
+    """PSNR (dB) of the frames of `decoded` against `reference`, pooled over the frames both
+    lists hold (the mean squared error of all their pixels)."""
+    n = min(len(decoded), len(reference))
+    mse = np.mean([np.mean((decoded[i].astype(np.float32) - reference[i]) ** 2)
+                   for i in range(n)])
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
+def shard_videos(folder: Path):
+    """(json dict, video bytes) of every sample in the shards of `folder`."""
+    from kiclip.data import open_shards
+
+    shards = open_shards(folder)
+    for sample in shards.samples:
+        with open(sample.tar, "rb") as f:
+            f.seek(sample.meta[0])
+            meta = json.loads(f.read(sample.meta[1]))
+            f.seek(sample.video[0])
+            yield meta, f.read(sample.video[1])
+
+
+def loader_speed(folder: Path, backend: str, args) -> dict:
+    """clips/s and clips per CPU-second of one loader over the shards (medians of passes)."""
+    from bench_data import timed_pass
+
+    from kiclip.data import build_loader
+
+    loader = build_loader(str(folder), mode="train", batch_size=args.batch_size,
+                          num_frames=args.frames, stride=args.stride, image_size=args.image_size,
+                          backend=backend, device="cpu", num_workers=args.workers)
+    passes = []
+    for epoch in range(args.passes + 1):  # pass 0 warms up: imports, page cache, codecs
+        loader.set_epoch(epoch)
+
+        def batches():
+            for batch in loader:
+                yield int(batch["valid"].sum())
+        result = timed_pass(batches)
+        if epoch:
+            passes.append(result)
+    out = {"clips_per_s": round(statistics.median(r for r, _ in passes), 2),
+           "clips_per_cpu_s": round(statistics.median(c for _, c in passes), 2),
+           "passes": [round(r, 2) for r, _ in passes]}
+    counted = getattr(loader, "decoded_frames", None)
+    clips = getattr(loader, "clips", None)
+    if counted is not None and clips:
+        out["counted_decoded_frames_per_clip"] = round(counted / clips, 1)
+    return out
+
+
+def measure_row(row: Row, corpus: Path, sources: dict, args) -> dict:
+    """Every figure of one table row (see the module doc)."""
+    from shard_tools.make_shards import ShardConfig, build_shards
+    from shard_tools.video_io import DALI_CPU_CODECS
+
+    folder = args.out / "shards" / row.folder
+    start = time.perf_counter()
+    manifest = build_shards(ShardConfig(
+        list_path=corpus / "list.csv", video_root=corpus, classes_path=corpus / "classes.json",
+        out=folder, transcode=row.codec, gop=row.gop or 1, short_side=256, workers=1,
+        overwrite=True, dataset="bench_corpus"))
+    seconds_per_video = (time.perf_counter() - start) / max(manifest["total"], 1)
+    total_bytes = total_seconds = 0.0
+    frames_per_clip, qualities = [], []
+    for meta, video in shard_videos(folder):
+        keys = key_frames(video)
+        total_bytes += len(video)
+        total_seconds += meta["frames"] / meta["fps"]
+        frames_per_clip.append(mean_decoded_frames_per_clip(keys, meta["frames"], args.frames,
+                                                            args.stride))
+        qualities.append(psnr(decode_every(io.BytesIO(video), args.psnr_every),
+                              sources[meta["video_id"]]))
+    result = {"row": row.name, "codec": row.codec, "gop": row.gop, "videos": manifest["total"],
+              "bytes_per_video_s": round(total_bytes / total_seconds),
+              "make_shards_s_per_video": round(seconds_per_video, 2),
+              "decoded_frames_per_clip": round(float(np.mean(frames_per_clip)), 1),
+              "psnr_db": round(float(np.mean(qualities)), 2)}
+    dali_reads = row.codec in DALI_CPU_CODECS
+    for backend in args.loaders:
+        if backend == "dali" and not dali_reads:
+            result[backend] = None  # DALI's CPU decoder cannot read it: GPU only
+            continue
+        result[backend] = loader_speed(folder, backend, args)
+    log.info("%s", json.dumps(result))
+    return result
+
+
+def source_frames(corpus: Path, paths: list[str], every: int) -> dict[str, list[np.ndarray]]:
+    """Every `every`-th decoded source frame per video id (the list path without extension)."""
+    return {os.path.splitext(p)[0]: decode_every(str(corpus / p), every) for p in paths}
+
+
+def markdown_table(results: list[dict], loaders: list[str]) -> str:
+    long_vp9 = max((r for r in results if r["codec"] == "vp9"), default=None,
+                   key=lambda r: r["gop"] or 0)
+    names = {"dali": "DALI CPU", "torch": "fallback"}
+    head = ["transcode", "KB per video-s", "× long-GOP VP9", "make_shards s/video",
+            "decoded frames/clip", "PSNR dB"]
+    for name in loaders:
+        head += [f"{names.get(name, name)} clips/s", f"{names.get(name, name)} clips/CPU-s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        ratio = r["bytes_per_video_s"] / long_vp9["bytes_per_video_s"] if long_vp9 else None
+        cells = [r["row"], f"{r['bytes_per_video_s'] / 1000:.0f}",
+                 f"{ratio:.1f}" if ratio else "–", f"{r['make_shards_s_per_video']:.2f}",
+                 f"{r['decoded_frames_per_clip']:.1f}", f"{r['psnr_db']:.1f}"]
+        for name in loaders:
+            speed = r.get(name)
+            cells += (["n/a (GPU only)", "n/a"] if speed is None else
+                      [f"{speed['clips_per_s']:.1f}", f"{speed['clips_per_cpu_s']:.1f}"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, required=True,
+                   help="results folder: corpus/, shards/, table.md, results.json")
+    p.add_argument("--corpus", type=Path, default=None,
+                   help="corpus folder (default OUT/corpus; made when missing)")
+    p.add_argument("--videos", type=int, default=10, help="corpus videos (every row uses all)")
+    p.add_argument("--seed", type=int, default=0, help="corpus seed")
+    p.add_argument("--rows", default=DEFAULT_ROWS, help="comma list of CODEC or CODEC:GOP")
+    p.add_argument("--frames", type=int, default=8, help="frames per clip T")
+    p.add_argument("--stride", type=int, default=16, help="frame stride s")
+    p.add_argument("--image-size", type=int, default=224, help="crop size S")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="DALI threads = DataLoader workers")
+    p.add_argument("--passes", type=int, default=2, help="timed epochs per loader (median)")
+    p.add_argument("--loaders", default="dali,torch", help="comma list: dali, torch")
+    p.add_argument("--psnr-every", type=int, default=5, help="PSNR on every N-th frame")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[bench_transcode] %(message)s")
+    logging.getLogger("make_shards").setLevel(logging.WARNING)
+    try:
+        rows = parse_rows(args.rows)
+    except ValueError as err:
+        p.error(str(err))
+    args.loaders = [name for name in args.loaders.split(",") if name]
+
+    from shard_tools.make_bench_corpus import CorpusSettings, make_corpus
+
+    corpus = args.corpus or args.out / "corpus"
+    started = time.perf_counter()
+    paths = make_corpus(corpus, CorpusSettings(seed=args.seed, videos=args.videos))
+    sources = source_frames(corpus, paths, args.psnr_every)
+    load_before = os.getloadavg()[0]
+    results = [measure_row(row, corpus, sources, args) for row in rows]
+    table = markdown_table(results, args.loaders)
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+               f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
+               f"end; {time.perf_counter() - started:.0f} s in all")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(table + "\n\n" + machine + "\n")
+    summary = {"rows": results, "machine": machine,
+               "spec": {"frames": args.frames, "stride": args.stride, "videos": len(paths),
+                        "batch_size": args.batch_size, "workers": args.workers,
+                        "passes": args.passes}}
+    (args.out / "results.json").write_text(json.dumps(summary, indent=1))
+    print(table)
+    print(machine)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
