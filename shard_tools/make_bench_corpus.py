@@ -40,7 +40,6 @@ from shard_tools.cli_common import positive_int, setup_logging
 
 log = logging.getLogger("make_bench_corpus")
 
-WORLD_SIZE = 1024  # side of the texture the camera moves over, pixels
 OBJECTS = 3
 NOISE_SIGMA = 2.0  # sensor noise, in 8-bit levels
 CLASSES = 4  # labels only make the list valid for make_shards; they carry no meaning
@@ -56,6 +55,7 @@ class CorpusSettings:
     width: int = 340
     height: int = 256
     rates: tuple[int, ...] = (25, 30)  # video i gets rates[i % len(rates)]
+    world_size: int = 1024  # side of the texture the camera moves over, pixels
 
 
 def fractal_texture(rng: np.random.Generator, height: int, width: int,
@@ -101,27 +101,31 @@ def _bilinear(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
 
 
 def _smooth_path(rng: np.random.Generator, t: np.ndarray, scale: float) -> np.ndarray:
-    """A smooth random 1-D path over times `t` (seconds): two sinusoids plus a drift."""
+    """A smooth random 1-D path over times `t` (seconds) within ±scale: two sinusoids plus a
+    drift."""
     freqs = rng.uniform(0.03, 0.25, 2)
     phases = rng.uniform(0, 2 * np.pi, 2)
     drift = rng.uniform(-1, 1)
     wave = np.sin(2 * np.pi * freqs[0] * t + phases[0]) + 0.5 * np.sin(
         2 * np.pi * freqs[1] * t + phases[1])
-    return scale * (wave + drift * t / max(t[-1], 1e-6))
+    return scale / 2.5 * (wave + drift * t / max(t[-1], 1e-6))
 
 
 def render_video(settings: CorpusSettings, index: int) -> Iterator[np.ndarray]:
     """uint8 (H, W, 3) frames of video `index`: a panning, zooming camera over a texture, a
     few textured objects moving in the frame, sensor noise. Depends only on (seed, index)."""
     rng = np.random.default_rng([settings.seed, index])
-    world = fractal_texture(rng, WORLD_SIZE, WORLD_SIZE).astype(np.float32)
+    world_size = settings.world_size
+    world = fractal_texture(rng, world_size, world_size).astype(np.float32)
     fps = settings.rates[index % len(settings.rates)]
     count = round(settings.seconds * fps)
     t = np.arange(count) / fps
     h, w = settings.height, settings.width
-    margin = WORLD_SIZE / 2 - 0.75 * max(h, w)  # room to pan at the widest zoom
-    centre_r = WORLD_SIZE / 2 + _smooth_path(rng, t, margin / 1.5)
-    centre_c = WORLD_SIZE / 2 + _smooth_path(rng, t, margin / 1.5)
+    margin = world_size / 2 - 0.75 * max(h, w)  # room to pan at the widest zoom
+    if margin <= 0:
+        raise ValueError(f"world_size {world_size} leaves no room to pan a {w}x{h} frame")
+    centre_r = world_size / 2 + _smooth_path(rng, t, margin)
+    centre_c = world_size / 2 + _smooth_path(rng, t, margin)
     zoom = 1.25 + 0.25 * np.sin(2 * np.pi * rng.uniform(0.05, 0.2) * t + rng.uniform(0, 6.3))
     objects = [_MovingObject.draw(rng, h, w, fps) for _ in range(OBJECTS)]
     grid_r = (np.arange(h, dtype=np.float32) - h / 2)[:, None]
