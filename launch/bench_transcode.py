@@ -40,7 +40,8 @@ import numpy as np
 
 log = logging.getLogger("bench_transcode")
 
-DEFAULT_ROWS = ("mjpeg,vp9:1,vp9:2,vp9:4,vp9:8,vp9:16,vp9:250,"
+DEFAULT_VP9_CRF = 32  # libavcodec's constant quality for VP9 when no bit rate is set
+DEFAULT_ROWS = ("mjpeg,vp9:1,vp9:2,vp9:3,vp9:4,vp9:8,vp9:16,vp9:250,"
                 "h264:1,h264:4,h264:16,h264:250")
 
 
@@ -213,6 +214,74 @@ def source_frames(corpus: Path, paths: list[str], every: int) -> dict[str, list[
     return {os.path.splitext(p)[0]: decode_every(str(corpus / p), every) for p in paths}
 
 
+def rate_quality_point(videos: list[tuple[np.ndarray, float]], codec: str, gop: int,
+                       crf: int, work: Path, every: int) -> tuple[float, float]:
+    """(bytes per video-second, PSNR dB) of `videos` (decoded source frames, fps) encoded with
+    `codec` at key-frame interval `gop` and constant quality `crf`."""
+    from shard_tools.video_io import CODECS, encode_frames
+
+    path = work / f"rq.{CODECS[codec].ext}"
+    size = seconds = 0.0
+    errors = []
+    for frames, fps in videos:
+        encode_frames(frames, path, codec, fps, gop, {"crf": str(crf)})
+        size += path.stat().st_size
+        seconds += len(frames) / fps
+        decoded = decode_every(str(path), every)
+        errors.append(np.mean([np.mean((d.astype(np.float32) - f) ** 2)
+                               for d, f in zip(decoded, frames[::every])]))
+    return size / seconds, float(10 * np.log10(255.0 ** 2 / max(np.mean(errors), 1e-10)))
+
+
+def bytes_at_quality(curve: list[tuple[float, float]], target_db: float) -> float | None:
+    """Bytes per second at PSNR `target_db` on a rate-quality curve of (bytes/s, PSNR) points,
+    interpolating log(bytes) linearly in PSNR; None when `target_db` is outside the curve."""
+    points = sorted(curve, key=lambda p: p[1])
+    for (b0, q0), (b1, q1) in zip(points, points[1:]):
+        if q0 <= target_db <= q1:
+            w = (target_db - q0) / (q1 - q0) if q1 > q0 else 0.0
+            return float(np.exp((1 - w) * np.log(b0) + w * np.log(b1)))
+    return None
+
+
+def rate_quality_table(corpus: Path, paths: list[str], args) -> tuple[str, list[dict]]:
+    """VP9 at every GOP of the main table, each at several CRFs on the first `--rq-videos`
+    videos: the bytes each GOP needs for the quality long-GOP VP9 reaches at make_shards'
+    settings (the target's "storage at the same quality")."""
+    import tempfile
+
+    gops = sorted({row.gop for row in parse_rows(args.rows) if row.codec == "vp9" and row.gop})
+    crfs = [int(c) for c in args.rq_crfs.split(",")]
+    videos = []
+    for rel in paths[:args.rq_videos]:
+        with av.open(str(corpus / rel)) as container:
+            fps = float(container.streams.video[0].average_rate)
+        videos.append((np.stack(decode_every(str(corpus / rel), 1)), fps))
+    curves: dict[int, list[tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory() as work:
+        for gop in gops:
+            curves[gop] = [rate_quality_point(videos, "vp9", gop, crf, Path(work), args.psnr_every)
+                           for crf in crfs]
+            log.info("vp9 gop %d: %s", gop, [(round(b), round(q, 2)) for b, q in curves[gop]])
+    longest = max(gops)
+    target = curves[longest][crfs.index(DEFAULT_VP9_CRF)][1] if DEFAULT_VP9_CRF in crfs else \
+        curves[longest][0][1]
+    reference = bytes_at_quality(curves[longest], target)
+    rows, lines = [], [
+        f"| VP9 GOP | KB/s at {target:.1f} dB | × long GOP | (KB/s, dB) at CRF "
+        f"{', '.join(map(str, crfs))} |", "|---|---|---|---|"]
+    for gop in gops:
+        need = bytes_at_quality(curves[gop], target)
+        rows.append({"gop": gop, "bytes_per_video_s_at_target": need and round(need),
+                     "target_psnr_db": round(target, 2),
+                     "curve": [(round(b), round(q, 2)) for b, q in curves[gop]]})
+        ratio = f"{need / reference:.1f}" if need and reference else "–"
+        points = "; ".join(f"{b / 1000:.0f}, {q:.1f}" for b, q in curves[gop])
+        lines.append(f"| {gop} | {need / 1000:.0f} | {ratio} | {points} |" if need else
+                     f"| {gop} | outside the CRF range | – | {points} |")
+    return "\n".join(lines), rows
+
+
 def markdown_table(results: list[dict], loaders: list[str]) -> str:
     long_vp9 = max((r for r in results if r["codec"] == "vp9"), default=None,
                    key=lambda r: r["gop"] or 0)
@@ -253,6 +322,9 @@ def main(argv=None) -> int:
     p.add_argument("--passes", type=int, default=2, help="timed epochs per loader (median)")
     p.add_argument("--loaders", default="dali,torch", help="comma list: dali, torch")
     p.add_argument("--psnr-every", type=int, default=5, help="PSNR on every N-th frame")
+    p.add_argument("--rq-videos", type=int, default=2,
+                   help="videos of the VP9 rate-quality sweep (0: no sweep)")
+    p.add_argument("--rq-crfs", default="32,40,48", help="CRFs of the VP9 rate-quality sweep")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[bench_transcode] %(message)s")
     logging.getLogger("make_shards").setLevel(logging.WARNING)
@@ -271,17 +343,22 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
     results = [measure_row(row, corpus, sources, args) for row in rows]
     table = markdown_table(results, args.loaders)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(table + "\n")  # kept should the sweep fail
+    rq_table, rq_rows = rate_quality_table(corpus, paths, args) if args.rq_videos else ("", [])
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
                f"end; {time.perf_counter() - started:.0f} s in all")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "table.md").write_text(table + "\n\n" + machine + "\n")
-    summary = {"rows": results, "machine": machine,
+    (args.out / "table.md").write_text(table + "\n\n" + rq_table + "\n\n" + machine + "\n")
+    summary = {"rows": results, "rate_quality": rq_rows, "machine": machine,
                "spec": {"frames": args.frames, "stride": args.stride, "videos": len(paths),
                         "batch_size": args.batch_size, "workers": args.workers,
                         "passes": args.passes}}
     (args.out / "results.json").write_text(json.dumps(summary, indent=1))
     print(table)
+    print()
+    print(rq_table)
     print(machine)
     print(json.dumps(summary))
     return 0

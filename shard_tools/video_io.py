@@ -69,9 +69,13 @@ SHARD_VIDEO_EXTS = ("mp4", "mkv", "webm", "avi", "mov")
 
 
 def encode_frames(
-    frames: Iterable[np.ndarray], path: Path, codec: str, fps: float, gop: int | None = None
+    frames: Iterable[np.ndarray], path: Path, codec: str, fps: float, gop: int | None = None,
+    options: dict[str, str] | None = None,
 ) -> None:
     """Encode uint8 RGB frames (each (H, W, 3), H and W even) into `path` with `CODECS[codec]`.
+
+    `options` are encoder options added to the codec's own (and replacing any of the same name),
+    e.g. {"crf": "40"} for a rate-quality sweep.
 
     Output is byte-for-byte deterministic for the same frames and arguments (bitexact flags,
     single-threaded encoders), which keeps make_synthetic reproducible by seed.
@@ -87,10 +91,11 @@ def encode_frames(
                 stream = container.add_stream(spec.encoder, rate=rate)
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = spec.pix_fmt
-                options = dict(spec.options)
+                merged = dict(spec.options)
                 if gop:
-                    options["g"] = str(gop)
-                stream.options = options
+                    merged["g"] = str(gop)
+                merged.update(options or {})
+                stream.options = merged
                 stream.codec_context.flags |= av.codec.context.Flags.bitexact
                 if spec.qscale:
                     stream.codec_context.flags |= av.codec.context.Flags.qscale

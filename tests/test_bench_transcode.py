@@ -17,6 +17,7 @@ from shard_tools.video_io import encode_frames, probe_video
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
 from bench_transcode import (  # noqa: E402
+    bytes_at_quality,
     decoded_frames_for_clip,
     key_frames,
     mean_decoded_frames_per_clip,
@@ -97,3 +98,19 @@ def test_parse_rows_reads_codecs_and_gops_and_names_a_bad_entry():
         parse_rows("vp9:x")
     with pytest.raises(ValueError, match="'av1:4'"):
         parse_rows("av1:4")
+
+
+def test_bytes_at_quality_interpolates_log_bytes_in_psnr_and_refuses_to_extrapolate():
+    curve = [(100.0, 30.0), (400.0, 34.0), (50.0, 28.0)]  # any order
+    assert bytes_at_quality(curve, 32.0) == pytest.approx(200.0)  # geometric midpoint
+    assert bytes_at_quality(curve, 34.0) == pytest.approx(400.0)
+    assert bytes_at_quality(curve, 35.0) is None and bytes_at_quality(curve, 27.0) is None
+
+
+def test_encode_options_override_the_codecs_own(tmp_path):
+    frames = _frames(SHORT)
+    sizes = {}
+    for crf in (10, 60):
+        encode_frames(frames, tmp_path / f"q{crf}.webm", "vp9", 25, gop=4, options={"crf": str(crf)})
+        sizes[crf] = (tmp_path / f"q{crf}.webm").stat().st_size
+    assert sizes[10] > 2 * sizes[60]
