@@ -13,8 +13,12 @@ timed rounds, each running every loader once (the order rotates from round to ro
 shared machine a load change hits all loaders alike instead of whichever happened to run then.
 Within a pass the first batch (worker start, pipeline build) is excluded. Reports the median
 clips/s and clips per CPU-second (this process's threads + its DataLoader workers, live or
-reaped, counted from the first batch on). The last line is JSON: ``clips_per_s`` per loader and
-the ratios to (c).
+reaped, counted from the first batch on), and the work per clip over all passes:
+``decoded_frames_per_clip`` (frames the loader's decoder produced: DALI's re-packed stream up to
+the last wanted frame, PyAV's output for the fallback, every frame for (c)) and
+``bytes_per_clip`` (bytes the loader read: a sample's members for DALI, everything a worker
+streams from the tars for the fallback, the file for (c)); ``shard_bytes_per_clip`` is what a
+sample costs in storage. The last line is JSON: these per loader and the clips/s ratios to (c).
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ class ReferenceClips(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int):
+        """(clip (3, T, S, S), label, frames decoded, bytes of the file)."""
         path, label = self.rows[i]
         with av.open(path) as container:
             stream = container.streams.video[0]
@@ -62,7 +67,8 @@ class ReferenceClips(Dataset):
         video = np.stack(frames)
         plan = plan_clip(len(video), video.shape[1], video.shape[2], self.spec, mode="train",
                          seed=self.seed, epoch=0, key=Path(path).stem)
-        return apply_plan(video[plan.frames.reshape(-1)], plan, self.spec.image_size)[0], label
+        clip = apply_plan(video[plan.frames.reshape(-1)], plan, self.spec.image_size)[0]
+        return clip, label, len(video), os.path.getsize(path)
 
 
 def _worker_init(_):
@@ -104,6 +110,25 @@ def cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + live
+
+
+class Work:
+    """The reference loader's counters, named as kiclip's loaders name theirs."""
+
+    def __init__(self):
+        self.clips = self.decoded_frames = self.bytes_read = 0
+
+
+def work_per_clip(counters) -> dict:
+    """Frames decoded and bytes read per delivered clip, from a loader's (or Work's) counters."""
+    n = max(counters.clips, 1)
+    return {"decoded_frames_per_clip": round(counters.decoded_frames / n, 2),
+            "bytes_per_clip": round(counters.bytes_read / n)}
+
+
+def shard_bytes_per_clip(shards) -> int:
+    """Bytes of the shard tars per sample: what a clip costs in storage."""
+    return round(sum(os.path.getsize(t) for t in shards.tars) / max(len(shards), 1))
 
 
 def timed_pass(make_batches) -> tuple[float, float]:
@@ -156,21 +181,27 @@ def main(argv=None) -> int:
                 if device == "cuda":
                     torch.cuda.synchronize()
                 yield int(batch["valid"].sum())
-        return batches
+        return batches, loader  # the loader's own counters are its Work
 
     def reference_loader():
         data = DataLoader(ReferenceClips(rows, spec, seed=0), batch_size=args.batch_size,
                           num_workers=args.workers, worker_init_fn=_worker_init, shuffle=True,
                           prefetch_factor=4 if args.workers else None)
+        work = Work()
         def batches():
-            for video, _ in data:
+            for video, _, decoded, size in data:
+                work.clips += video.shape[0]
+                work.decoded_frames += int(decoded.sum())
+                work.bytes_read += int(size.sum())
                 yield video.shape[0]
-        return batches
+        return batches, work
 
     makers = {"dali": lambda: shard_loader("dali"), "torch": lambda: shard_loader("torch"),
               "reference": reference_loader}
     names = args.loaders.split(",")
-    loaders = {name: makers[name]() for name in names}
+    loaders, work = {}, {}
+    for name in names:
+        loaders[name], work[name] = makers[name]()
     passes: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for name in names:  # warm-up round: page cache, imports, codec init
         timed_pass(loaders[name])
@@ -185,8 +216,11 @@ def main(argv=None) -> int:
         rate = statistics.median(r for r, _ in passes[name])
         per_cpu = statistics.median(c for _, c in passes[name])
         results[name] = {"clips_per_s": round(rate, 2), "clips_per_cpu_s": round(per_cpu, 2),
-                         "runs": [round(r, 2) for r, _ in passes[name]]}
-        log.info("%-9s %8.2f clips/s  %7.2f clips/CPU-s  runs %s", name, rate, per_cpu,
+                         "runs": [round(r, 2) for r, _ in passes[name]],
+                         **work_per_clip(work[name])}
+        log.info("%-9s %8.2f clips/s  %7.2f clips/CPU-s  %7.1f decoded frames/clip  "
+                 "%9d bytes/clip  runs %s", name, rate, per_cpu,
+                 results[name]["decoded_frames_per_clip"], results[name]["bytes_per_clip"],
                  results[name]["runs"])
     ref = results.get("reference", {}).get("clips_per_s")
     summary = {
@@ -197,6 +231,9 @@ def main(argv=None) -> int:
         "cpu_ratio_to_reference": {
             k: round(v["clips_per_cpu_s"] / results["reference"]["clips_per_cpu_s"], 2)
             for k, v in results.items()} if ref else {},
+        "decoded_frames_per_clip": {k: v["decoded_frames_per_clip"] for k, v in results.items()},
+        "bytes_per_clip": {k: v["bytes_per_clip"] for k, v in results.items()},
+        "shard_bytes_per_clip": shard_bytes_per_clip(shards),
         "runs": {k: v["runs"] for k, v in results.items()},
         "spec": {"frames": args.frames, "stride": args.stride, "image_size": args.image_size,
                  "batch_size": args.batch_size, "workers": args.workers, "device": device,

@@ -39,6 +39,7 @@ from collections import Counter
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
 
+from kiclip.packets import build_packet_index, encode_packet_index
 from shard_tools.cli_common import (
     default_workers,
     number_type,
@@ -128,6 +129,7 @@ class _Prepared:
     ext: str = ""
     info: VideoInfo | None = None
     reason: str = ""
+    packets: str | None = None  # the json's packet index (kiclip.packets), if it has one
 
 
 @dataclass
@@ -199,6 +201,8 @@ def _pack(prepared, rows: list[ListRow], classes: list[ClassName], config: Shard
                 continue
             video = Path(item.data_path).read_bytes()
             meta = _sample_meta(row, classes, item.info)
+            if item.packets is not None:
+                meta["packets"] = item.packets
             cost = sample_tar_bytes(len(video), len(json.dumps(meta)) + 64)
             if writer and (writer.samples >= config.samples_per_shard
                            or writer.bytes_written + cost > config.max_shard_bytes):
@@ -271,11 +275,22 @@ def _prepare(job: _Job) -> _Prepared:
             except Exception as err:  # any encoder failure leaves this one video out
                 raise VideoProbeError(f"transcode to {job.codec} failed: {err}") from err
             result.data_path, result.ext = job.work_path, CODECS[job.codec].ext
+        result.packets = _packet_index(Path(result.data_path), result.info)
     except VideoProbeError as err:
         result.reason = str(err)
     except OSError as err:
         result.reason = f"unreadable: {err}"
     return result
+
+
+def _packet_index(path: Path, info: VideoInfo) -> str | None:
+    """The sample json's `packets` (where each frame's bytes are, so loaders slice clips out of
+    the video without demuxing it), or None for codecs it does not serve or a packet count that
+    differs from the probed frame count."""
+    index = build_packet_index(path.read_bytes())
+    if index is None or len(index) != info.frames:
+        return None
+    return encode_packet_index(index)
 
 
 def _job(index: int, row: ListRow, config: ShardConfig, out: Path) -> _Job:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -50,8 +51,29 @@ def test_synthetic_to_verified_shards(tiny_synthetic, tmp_path):
     with tarfile.open(tars[0]) as t:
         meta = json.loads(t.extractfile(next(n for n in names if n.endswith(".json"))).read())
     assert set(meta) == {"label", "name", "video_id", "frames", "fps", "width", "height",
-                         "codec", "rotation"}
+                         "codec", "rotation", "packets"}
     assert (meta["frames"], meta["width"], meta["codec"], meta["rotation"]) == (8, 32, "mjpeg", 0)
+
+
+def test_packet_index_in_the_json_points_at_every_frames_bytes(tiny_synthetic, tmp_path):
+    import av
+    import numpy as np
+
+    from kiclip.packets import sample_packet_index
+
+    out = tmp_path / "shards"
+    build_shards(_config(tiny_synthetic, out))
+    with tarfile.open(min(out.glob("*.tar"))) as t:
+        names = t.getnames()
+        video_name = next(n for n in names if n.endswith(".avi"))
+        video = t.extractfile(video_name).read()
+        meta = json.loads(t.extractfile(video_name[:-len("avi")] + "json").read())
+    index = sample_packet_index(meta, len(video))
+    assert index is not None and len(index) == meta["frames"]
+    with av.open(io.BytesIO(video)) as container:
+        demuxed = [bytes(p) for p in container.demux(video=0) if p.size]
+    assert [video[o:o + s] for o, s in zip(index["offset"], index["size"])] == demuxed
+    assert np.all(index["key"] == 1)  # MJPEG: every frame is a key frame
 
 
 def test_index_equals_what_dalis_wds2idx_writes(tiny_synthetic, tmp_path):

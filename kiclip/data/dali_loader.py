@@ -5,12 +5,14 @@ The pipeline, in the order data flows::
     external_source: this rank's samples of the epoch (video bytes, json, key), read
       from the tars at the offsets of the shard index (see :class:`_EpochSamples`)
       → python_function: the sample's json + name → ClipPlan (kiclip.data.sampling), and the
-        video re-packed to the packets those frames need (VP8/VP9, see pack_needed_frames)
+        video re-packed to the packets those frames need (VP8/VP9, see pack_needed_frames: a
+        slice-and-concatenate with the json's packet index, a PyAV demux without one)
       → decoders.video(frames=plan indices in that stream)   (F, H, W, 3) uint8, F = V·T
       → resize(the plan's crop window only → S×S, linear, antialiased)
       → rotate(the json's display rotation, exact quarter turns)
       → crop_mirror_normalize(plan flip, CLIP mean/std)      (3, F, S, S) float
-    → torch: (B·V, 3, T, S, S) + label, key, view, valid, frames
+    → torch: (B·V, 3, T, S, S) + label, key, view, valid, frames; the planner's work figures
+      (frames decoded, bytes read) summed into the loader's counters
 
 Each epoch, the N samples are permuted by a generator of (seed, epoch), the same on every rank,
 and rank r takes every world_size-th sample of that permutation from position r: each rank gets a
@@ -37,6 +39,7 @@ import torch
 from kiclip.data.loader_base import ClipLoaderBase
 from kiclip.data.sampling import CLIP_MEAN, CLIP_STD, ClipSpec, clip_rng, plan_clip
 from kiclip.data.shards import ShardSet, load_meta
+from kiclip.packets import needed_packets, sample_packet_index, slice_packets
 from kiclip.rotation import ROTATIONS
 
 log = logging.getLogger(__name__)
@@ -118,19 +121,48 @@ def _ivf(packets: list[bytes], fourcc: bytes, width: int, height: int) -> bytes:
     return b"".join(parts)
 
 
-def pack_needed_frames(video: bytes, frames: np.ndarray,
-                       total_frames: int) -> tuple[bytes, np.ndarray] | None:
+def pack_needed_frames(video: bytes, frames: np.ndarray, total_frames: int, *,
+                       index: np.ndarray | None = None, codec: str | None = None,
+                       coded_size: tuple[int, int] | None = None
+                       ) -> tuple[bytes, np.ndarray] | None:
     """Re-pack only the packets that decoding ``frames`` needs, as an IVF stream.
 
     DALI's ``decoders.video`` (2.4, CPU) decodes from the first frame up to the last requested
     one without seeking to key frames, so a clip spread over a long video pays for every frame in
     between. For VP8/VP9 each wanted frame only needs the packets from its preceding key frame
-    (or from the previous wanted frame of the same GOP) up to itself; those runs, concatenated,
-    decode to bit-identical frames. Returns ``(ivf bytes, positions)`` where ``positions[i]`` is
-    the frame of the new stream that equals ``frames[i]``, or None when the stream is not
-    VP8/VP9, its packet count is not ``total_frames``, or it does not demux (the caller then
-    decodes the original bytes, and a broken video fails there as before).
+    (or from the previous wanted frame of the same GOP) up to itself (see
+    kiclip.packets.needed_packets); those runs, concatenated, decode to bit-identical frames.
+
+    With the sample's packet ``index`` (plus its ``codec`` name and coded ``(width, height)``)
+    this is a slice-and-concatenate of ``video``; without, ``video`` is demuxed with PyAV first.
+    Returns ``(ivf bytes, positions)`` where ``positions[i]`` is the frame of the new stream that
+    equals ``frames.ravel()[i]``, or None when the stream is not VP8/VP9, its packet count is not
+    ``total_frames``, it does not demux, or every packet is needed (the caller then decodes the
+    original bytes, and a broken video fails there as before).
     """
+    if index is not None:
+        fourcc = IVF_FOURCC.get(codec or "")
+        if fourcc is None or coded_size is None or len(index) != total_frames:
+            return None
+        width, height = coded_size
+        keys = index["key"].astype(bool)
+    else:
+        demuxed = _demux(video)
+        if demuxed is None:
+            return None
+        fourcc, width, height, packets, keys = demuxed
+        if len(packets) != total_frames or not keys[0]:
+            return None
+    selected, positions = needed_packets(keys, frames)
+    if len(selected) >= total_frames:
+        return None  # nothing to skip: decode the original
+    chosen = (slice_packets(video, index, selected) if index is not None
+              else [packets[i] for i in selected.tolist()])
+    return _ivf(chosen, fourcc, width, height), positions
+
+
+def _demux(video: bytes) -> tuple[bytes, int, int, list[bytes], np.ndarray] | None:
+    """(IVF fourcc, coded width, height, packets, key flags) of a VP8/VP9 stream, else None."""
     try:
         with av.open(io.BytesIO(video)) as container:
             stream = container.streams.video[0]
@@ -141,26 +173,13 @@ def pack_needed_frames(video: bytes, frames: np.ndarray,
             packets, keys = [], []
             for packet in container.demux(stream):
                 if packet.size:
-                    if packet.is_keyframe:
-                        keys.append(len(packets))
+                    keys.append(packet.is_keyframe)
                     packets.append(bytes(packet))
     except (av.FFmpegError, ValueError, IndexError, OSError):
         return None
-    if len(packets) != total_frames or not keys or keys[0] != 0:
+    if not packets:
         return None
-    flat = np.asarray(frames, np.int64).reshape(-1)
-    keys_arr = np.asarray(keys)
-    selected: list[int] = []
-    position: dict[int, int] = {}
-    for f in sorted(set(flat.tolist())):
-        key = int(keys_arr[np.searchsorted(keys_arr, f, side="right") - 1])
-        first = selected[-1] + 1 if selected and selected[-1] >= key else key
-        selected.extend(range(first, f + 1))
-        position[f] = len(selected) - 1
-    if len(selected) >= len(packets):
-        return None  # nothing to skip: decode the original
-    positions = np.array([position[f] for f in flat.tolist()], np.int32)
-    return _ivf([packets[i] for i in selected], fourcc, width, height), positions
+    return fourcc, width, height, packets, np.array(keys, bool)
 
 
 def coded_window(start: tuple[float, float], end: tuple[float, float],
@@ -184,9 +203,10 @@ def coded_window(start: tuple[float, float], end: tuple[float, float],
 
 class _Planner:
     """The python_function stage: (json, key, encoded video) → plan tensors + the bytes
-    to decode (see :func:`pack_needed_frames`), which of their frames to take, the crop window
-    in the decoded frame and the angle that turns it upright (DALI's decoder ignores display
-    matrices, and the IVF re-pack drops them).
+    to decode (see :func:`pack_needed_frames`; from the json's packet index when it has one),
+    which of their frames to take, the crop window in the decoded frame, the angle that turns it
+    upright (DALI's decoder ignores display matrices, and the IVF re-pack drops them), and the
+    work: (frames the decoder runs through, bytes of the sample's members read).
 
     Kept at module scope so DALI's AutoGraph never rewrites it.
     """
@@ -207,11 +227,17 @@ class _Planner:
         rotation = int(meta.get("rotation", 0))
         if rotation not in ROTATIONS:  # fails this batch, as an undecodable video does
             raise ValueError(f"sample {key}: rotation must be one of {ROTATIONS}, got {rotation}")
-        packed = pack_needed_frames(video.tobytes(), frames, total)
+        coded = (int(meta["height"]), int(meta["width"])) if rotation in (90, 270) else (
+            int(meta["width"]), int(meta["height"]))
+        raw = video.tobytes()
+        packed = pack_needed_frames(raw, frames, total, index=sample_packet_index(meta, len(raw)),
+                                    codec=str(meta.get("codec")), coded_size=coded)
         if packed is None:
             data, decode_at = video, frames
         else:
             data, decode_at = np.frombuffer(packed[0], np.uint8), packed[1]
+        # DALI decodes from the stream's first frame to the last one asked for.
+        work = np.array([int(decode_at.max()) + 1, video.size + meta_bytes.size], np.int64)
         # The crop window in the resized frame, relative to the frame: resize reads only that
         # window of the decoded frame (same scale, so the same pixels as resize-then-crop).
         start, end = coded_window((top / h, left / w), ((top + size) / h, (left + size) / w),
@@ -221,7 +247,8 @@ class _Planner:
                 np.array(-rotation, np.float32),  # DALI turns counterclockwise
                 np.array(plan.flip, np.int32),
                 np.array(meta["label"], np.int32),
-                np.frombuffer(key.encode(), np.uint8).copy())
+                np.frombuffer(key.encode(), np.uint8).copy(),
+                work)
 
 
 def build_pipeline(samples: _EpochSamples, *, mode: str, spec: ClipSpec, batch_size: int,
@@ -240,8 +267,9 @@ def build_pipeline(samples: _EpochSamples, *, mode: str, spec: ClipSpec, batch_s
     def clip_pipeline():
         video, meta, key = fn.external_source(source=samples, num_outputs=3, batch=True,
                                               dtype=types.UINT8)
-        frames, decode_at, data, roi_start, roi_end, angle, flip, label, key = fn.python_function(
-            meta, key, video, num_outputs=9, function=_Planner(spec, mode, seed, epoch))
+        (frames, decode_at, data, roi_start, roi_end, angle, flip, label, key,
+         work) = fn.python_function(meta, key, video, num_outputs=10,
+                                    function=_Planner(spec, mode, seed, epoch))
         clip = fn.decoders.video(data, frames=decode_at, device="mixed" if gpu else "cpu")
         clip = fn.resize(clip, size=(size, size), roi_start=roi_start, roi_end=roi_end,
                          roi_relative=True, interp_type=types.INTERP_LINEAR, antialias=True)
@@ -250,7 +278,7 @@ def build_pipeline(samples: _EpochSamples, *, mode: str, spec: ClipSpec, batch_s
             clip, mirror=flip,
             mean=[255 * m for m in CLIP_MEAN], std=[255 * s for s in CLIP_STD],
             dtype=types.FLOAT, output_layout="CFHW")
-        return clip, label, key, frames
+        return clip, label, key, frames, work
 
     pipe = clip_pipeline()
     pipe.build()
@@ -317,7 +345,11 @@ class DaliClipLoader(ClipLoaderBase):
     def _to_batch(self, outputs, real: int) -> dict:
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
-        clip_tl, label_tl, key_tl, frames_tl = outputs
+        clip_tl, label_tl, key_tl, frames_tl, work_tl = outputs
+        work = np.array(work_tl.as_tensor())[:real]  # the repeats padding a batch not counted
+        self.clips += real
+        self.decoded_frames += int(work[:, 0].sum())
+        self.bytes_read += int(work[:, 1].sum())
         clips = clip_tl.as_tensor()
         decoded_on = "cuda" if self.decode_device == "cuda" else "cpu"
         video = torch.empty(clips.shape(), dtype=torch.float32, device=decoded_on)

@@ -11,10 +11,15 @@ from kiclip.data.shards import ShardSet
 
 
 class ClipLoaderBase:
-    """Per-rank share, batches per epoch, the epoch counter and the skipped-sample count.
+    """Per-rank share, batches per epoch, the epoch counter and the work counters.
 
     Every rank steps ``ceil(ceil(N / world_size) / batch_size)`` times per epoch; subclasses pad
     a shorter share with ``valid=False`` rows.
+
+    Counters, summed over the loader's life (all epochs) in the process that iterates it:
+    ``skipped`` samples that failed to decode; ``clips`` videos delivered as valid rows;
+    ``decoded_frames`` frames the decoder produced for them; ``bytes_read`` bytes of shard
+    members read for them (see each loader for what it reads).
     """
 
     def __init__(self, shards: ShardSet, *, mode: str, spec: ClipSpec, batch_size: int, seed: int,
@@ -28,6 +33,9 @@ class ClipLoaderBase:
         self.shuffle_buffer = shuffle_buffer
         self.epoch = 0
         self.skipped = 0
+        self.clips = 0
+        self.decoded_frames = 0
+        self.bytes_read = 0
         self.views = spec.views(mode)
         self.per_rank = math.ceil(len(shards) / world_size)
 

@@ -10,6 +10,12 @@ Each worker runs, in the order data flows (open_clip's WebDataset loader shape):
       → plan (kiclip.data.sampling) → PyAV decode → turn upright (the json's rotation)
       → torch transforms → one item per video
 
+PyAV decodes, with the json's packet index (kiclip.packets), only the packets from each
+wanted frame's key frame on; without one, from the first frame up to the last wanted one.
+Each item carries the work done for it (frames decoded, and the bytes this worker read from the
+tars since its previous item: every worker reads every tar, so that includes the samples it
+passed on to other ranks and workers); the main process sums them into the loader's counters.
+
 and the main process batches items and pads this rank's share up to ceil(N / world_size) with
 ``valid=False`` rows, so every rank steps the same number of times per epoch. A video that
 fails to decode becomes such a padding row too, and is counted in ``loader.skipped``.
@@ -23,11 +29,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset import tariterators
 
-from kiclip.data.decode import DecodeError, decode_frames
+from kiclip.data.decode import DecodeError, decode_clip
 from kiclip.data.loader_base import ClipLoaderBase
 from kiclip.data.sampling import ClipSpec, clip_rng, plan_clip
 from kiclip.data.shards import VIDEO_EXTS, ShardSet, load_meta
 from kiclip.data.transforms import apply_plan
+from kiclip.packets import sample_packet_index
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,8 @@ class ClipStream(IterableDataset):
     """One epoch of this rank's clips, split across DataLoader workers; see the module doc.
 
     Yields dicts: ``video`` float (V, 3, T, S, S) (None when decoding failed), ``label`` int,
-    ``key`` str, ``frames`` long (V, T), ``error`` str or None.
+    ``key`` str, ``frames`` long (V, T), ``error`` str or None, ``decoded_frames`` int,
+    ``bytes_read`` int (see the module doc).
     """
 
     def __init__(self, tars: list[str], *, mode: str, spec: ClipSpec, seed: int, epoch: int,
@@ -74,13 +82,17 @@ class ClipStream(IterableDataset):
             random.Random(self._seed("tars")).shuffle(tars)
         samples = tariterators.tarfile_samples(({"url": t} for t in tars),
                                                handler=_log_and_continue)
+        streamed = [0]  # bytes read since the last item went out
+        samples = _counting_bytes(samples, streamed)
         mine = (s for i, s in enumerate(samples) if i % self.world_size == self.rank)
         mine = (s for j, s in enumerate(mine) if j % workers == worker)
         if self.shuffle:
             mine = _buffer_shuffle(mine, self.shuffle_buffer,
                                    random.Random(self._seed(f"shuffle/{self.rank}/{worker}")))
         for sample in mine:
-            yield self._clip(sample)
+            item = self._clip(sample)
+            item["bytes_read"], streamed[0] = streamed[0], 0
+            yield item
 
     def _seed(self, what: str) -> int:
         return int(clip_rng(self.seed, self.epoch, what).integers(0, 2**63 - 1))
@@ -91,17 +103,25 @@ class ClipStream(IterableDataset):
         plan = plan_clip(int(meta["frames"]), int(meta["height"]), int(meta["width"]), self.spec,
                          mode=self.mode, seed=self.seed, epoch=self.epoch, key=key)
         item = {"key": key, "label": int(meta["label"]), "frames": torch.from_numpy(plan.frames),
-                "video": None, "error": None}
+                "video": None, "error": None, "decoded_frames": 0}
         data = next((sample[e] for e in VIDEO_EXTS if e in sample), None)
         try:
             if data is None:
                 raise DecodeError(f"no video member (one of {VIDEO_EXTS})")
-            frames = decode_frames(data, plan.frames.reshape(-1),
-                                   rotation=int(meta.get("rotation", 0)))
+            frames, item["decoded_frames"] = decode_clip(
+                data, plan.frames.reshape(-1), rotation=int(meta.get("rotation", 0)),
+                packets=sample_packet_index(meta, len(data)), codec=meta.get("codec"))
             item["video"] = apply_plan(frames, plan, self.spec.image_size)
         except DecodeError as exn:
             item["error"] = f"{sample.get('__url__', '?')}: {exn}"
         return item
+
+
+def _counting_bytes(samples, streamed: list[int]):
+    """Pass ``samples`` through, adding each one's member bytes to ``streamed[0]``."""
+    for sample in samples:
+        streamed[0] += sum(len(v) for v in sample.values() if isinstance(v, bytes))
+        yield sample
 
 
 def _worker_init(_):
@@ -133,11 +153,15 @@ class TorchClipLoader(ClipLoaderBase):
             if delivered == self.per_rank:
                 break  # cannot happen with consistent shards; never exceed the equal share
             delivered += 1
+            self.bytes_read += item["bytes_read"]
+            self.decoded_frames += item["decoded_frames"]
             if item["error"] is not None:
                 self.skipped += 1
                 log.warning("skipped %s (%d skipped so far): %s", item["key"], self.skipped,
                             item["error"])
                 item = None
+            else:
+                self.clips += 1
             batch.append(item)
             if len(batch) == self.batch_size:
                 yield self._collate(batch)

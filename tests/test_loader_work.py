@@ -1,0 +1,134 @@
+"""The loaders' work counters (frames decoded, bytes read, clips) on videos of a known GOP, and
+shards with and without the packet index giving the same clips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_packets import GOP, frames_through_key_runs, write_gop_video
+
+from kiclip.data import build_loader, open_shards
+from kiclip.data.dali_loader import dali_available
+from kiclip.packets import build_packet_index, encode_packet_index
+from shard_tools.shard_writer import ShardWriter
+
+CLIP = {"num_frames": 4, "stride": 6, "image_size": 32}
+SAMPLES = 6
+dali = pytest.param("dali", marks=[pytest.mark.dali, pytest.mark.skipif(
+    not dali_available(), reason="NVIDIA DALI is not installed")])
+
+
+def write_shards(out: Path, video: bytes, indexed: bool) -> Path:
+    """SAMPLES copies of a 40-frame VP9 video in one shard, with or without the packet index
+    (shards made before the index existed have none)."""
+    meta = {"name": "x", "frames": 40, "fps": 25.0, "width": 48, "height": 32,
+            "codec": "vp9", "rotation": 0}
+    if indexed:
+        meta["packets"] = encode_packet_index(build_packet_index(video))
+    out.mkdir(parents=True)
+    writer = ShardWriter(out, 0)
+    for i in range(SAMPLES):
+        writer.add(f"s{i:03d}", "webm", video, {**meta, "label": i % 2, "video_id": f"v{i}"})
+    writer.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def gop_shards(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("work")
+    video = write_gop_video(root / "v.webm")
+    return {"indexed": write_shards(root / "indexed", video, indexed=True),
+            "old": write_shards(root / "old", video, indexed=False)}
+
+
+def run_epoch(shards: Path, backend: str, workers: int = 0):
+    loader = build_loader(shards, mode="train", batch_size=4, seed=3, backend=backend,
+                          device="cpu", num_workers=workers, **CLIP)
+    clips = {}
+    for batch in loader:
+        for i, key in enumerate(batch["key"]):
+            if batch["valid"][i]:
+                clips[key] = (batch["frames"][i].tolist(), batch["video"][i])
+    return loader, clips
+
+
+def member_bytes(shards: Path) -> int:
+    """Bytes of one sample's video and json members (every sample is the same here)."""
+    sample = open_shards(shards).samples[0]
+    return sample.video[1] + sample.meta[1]
+
+
+@pytest.mark.parametrize("backend", [dali, "torch"])
+def test_counters_are_exact_on_a_known_gop(gop_shards, backend):
+    shards = gop_shards["indexed"]
+    loader, clips = run_epoch(shards, backend)
+    assert loader.clips == len(clips) == SAMPLES
+    expected = sum(frames_through_key_runs(frames, GOP) for frames, _ in clips.values())
+    assert loader.decoded_frames == expected
+    # Both read each sample's members once (one fallback worker streams the one tar once).
+    assert loader.bytes_read == SAMPLES * member_bytes(shards)
+    _, again = run_epoch(shards, backend)
+    assert loader.clips == SAMPLES  # counters belong to the loader, not to a run of it
+
+
+@pytest.mark.parametrize("backend", [dali, "torch"])
+def test_old_shards_without_the_index_give_the_same_clips(gop_shards, backend):
+    indexed, new = run_epoch(gop_shards["indexed"], backend)
+    old_loader, old = run_epoch(gop_shards["old"], backend)
+    assert new.keys() == old.keys()
+    for key, (frames, video) in new.items():
+        assert frames == old[key][0] and torch.equal(video, old[key][1]), key
+    old_expected = sum((max(frames) + 1 if backend == "torch"  # PyAV from the first frame
+                        else frames_through_key_runs(frames, GOP))  # DALI demuxes and re-packs
+                       for frames, _ in old.values())
+    assert old_loader.decoded_frames == old_expected
+    assert old_loader.decoded_frames > indexed.decoded_frames or backend == "dali"
+
+
+def test_fallback_workers_send_their_counts_to_the_main_process(gop_shards):
+    shards = gop_shards["indexed"]
+    loader, clips = run_epoch(shards, "torch", workers=2)
+    assert loader.clips == SAMPLES
+    assert loader.decoded_frames == sum(frames_through_key_runs(f, GOP) for f, _ in clips.values())
+    # Every worker streams the whole tar; what a worker reads after its last clip is not counted.
+    assert SAMPLES * member_bytes(shards) <= loader.bytes_read <= 2 * SAMPLES * member_bytes(shards)
+
+
+def test_bench_data_reports_work_per_clip(gop_shards, tmp_path, capsys):
+    from launch import bench_data
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    video = open_shards(gop_shards["indexed"]).samples[0]
+    with open(video.tar, "rb") as f:
+        f.seek(video.video[0])
+        data = f.read(video.video[1])
+    for i in range(SAMPLES):
+        (root / f"v{i}.webm").write_bytes(data)
+    (tmp_path / "list.csv").write_text("".join(f"v{i}.webm,{i % 2}\n" for i in range(SAMPLES)))
+    assert bench_data.main(["--shards", str(gop_shards["indexed"]), "--list",
+                            str(tmp_path / "list.csv"), "--video-root", str(root), "--runs", "1",
+                            "--loaders", "torch,reference", "--workers", "0", "--batch-size", "2",
+                            "--frames", "4", "--stride", "6", "--image-size", "32"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["decoded_frames_per_clip"]["reference"] == 40  # it decodes every frame
+    assert 4 <= summary["decoded_frames_per_clip"]["torch"] < 40
+    assert summary["bytes_per_clip"]["reference"] == len(data)
+    assert set(summary["ratio_to_reference"]) == {"torch", "reference"}
+    assert summary["shard_bytes_per_clip"] > len(data)
+    assert np.isfinite(summary["clips_per_s"]["torch"])
+
+
+def test_bench_planner_times_both_planner_paths(gop_shards, capsys):
+    from launch import bench_planner
+
+    assert bench_planner.main(["--shards", str(gop_shards["indexed"]), "--samples", "4",
+                               "--rounds", "1", "--frames", "4", "--stride", "6"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["with_index"] == summary["samples"] == 4
+    assert set(summary["ms_per_clip"]) == {"index", "demux"}
+    assert all(v > 0 for v in summary["ms_per_clip"].values())
