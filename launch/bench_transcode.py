@@ -77,17 +77,17 @@ def parse_rows(text: str) -> list[Row]:
 
 def decoded_frames_for_clip(key_frames: np.ndarray, wanted: np.ndarray) -> int:
     """Frames a decoder produces to get the frames `wanted` (display indices) when it starts
-    at the key frame before each wanted frame: for every distinct GOP holding a wanted frame,
-    its key frame up to the last wanted frame in it. `key_frames`: sorted display indices of
-    the key frames, the first one 0. Assumes display order = decode order (true of VP8/VP9 and
-    MJPEG; H.264 with B-frames decodes a reference ahead, so it needs a little more)."""
-    wanted = np.unique(np.asarray(wanted, np.int64))
-    gop_start = np.asarray(key_frames, np.int64)[
-        np.searchsorted(key_frames, wanted, side="right") - 1]
-    last_in_gop: dict[int, int] = {}
-    for start, frame in zip(gop_start.tolist(), wanted.tolist()):
-        last_in_gop[start] = frame
-    return sum(last - start + 1 for start, last in last_in_gop.items())
+    at the key frame before each wanted frame, as both loaders do with the packet index: for
+    every distinct GOP holding a wanted frame, its key frame up to the last wanted frame in it.
+    `key_frames`: sorted display indices of the key frames, the first one 0. Assumes display
+    order = decode order (true of VP8/VP9 and MJPEG; H.264 with B-frames decodes a reference
+    ahead, so it needs a little more)."""
+    from kiclip.packets import needed_packets
+
+    wanted = np.asarray(wanted, np.int64)
+    is_key = np.zeros(int(max(wanted.max(), key_frames[-1])) + 1, bool)
+    is_key[np.asarray(key_frames, np.int64)] = True
+    return len(needed_packets(is_key, wanted)[0])
 
 
 def mean_decoded_frames_per_clip(key_frames: np.ndarray, total_frames: int,
