@@ -283,11 +283,13 @@ def rate_quality_table(corpus: Path, paths: list[str], args) -> tuple[str, list[
 
 
 def markdown_table(results: list[dict], loaders: list[str]) -> str:
+    """The main table: one line per row of `results` (see `measure_row`)."""
     long_vp9 = max((r for r in results if r["codec"] == "vp9"), default=None,
                    key=lambda r: r["gop"] or 0)
     names = {"dali": "DALI CPU", "torch": "fallback"}
-    head = ["transcode", "KB per video-s", "× long-GOP VP9", "make_shards s/video",
-            "decoded frames/clip", "PSNR dB"]
+    head = ["transcode", "KB per video-s", "× long-GOP VP9", "make_shards s/video", "PSNR dB",
+            "decoded frames/clip (key-frame seek)"]
+    head += [f"{names.get(n, n)} counted frames/clip" for n in loaders]
     for name in loaders:
         head += [f"{names.get(name, name)} clips/s", f"{names.get(name, name)} clips/CPU-s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -295,7 +297,11 @@ def markdown_table(results: list[dict], loaders: list[str]) -> str:
         ratio = r["bytes_per_video_s"] / long_vp9["bytes_per_video_s"] if long_vp9 else None
         cells = [r["row"], f"{r['bytes_per_video_s'] / 1000:.0f}",
                  f"{ratio:.1f}" if ratio else "–", f"{r['make_shards_s_per_video']:.2f}",
-                 f"{r['decoded_frames_per_clip']:.1f}", f"{r['psnr_db']:.1f}"]
+                 f"{r['psnr_db']:.1f}", f"{r['decoded_frames_per_clip']:.1f}"]
+        for name in loaders:
+            counted = (r.get(name) or {}).get("counted_decoded_frames_per_clip")
+            cells.append("n/a" if r.get(name) is None else
+                         "–" if counted is None else f"{counted:.1f}")
         for name in loaders:
             speed = r.get(name)
             cells += (["n/a (GPU only)", "n/a"] if speed is None else

@@ -61,6 +61,13 @@ CODECS: dict[str, Codec] = {
 }
 DEFAULT_CODEC = "mjpeg"
 
+# The key-frame interval make_shards and make_synthetic write. Both loaders decode from the key
+# frame before each wanted frame, so a clip of T frames spread wider than the GOP costs about
+# T·(GOP+1)/2 decoded frames; shorter GOPs cost storage instead. 4 is the measured compromise
+# (docs/data_plane.md "Choosing the training transcode"): 20 frames per 8×16 clip at 2.7× the
+# bytes of long-GOP VP9 at the same PSNR.
+DEFAULT_GOP = 4
+
 # Codec names (as PyAV reports them) that DALI 2.4's CPU decoder reads.
 DALI_CPU_CODECS = frozenset({"mjpeg", "vp8", "vp9"})
 
