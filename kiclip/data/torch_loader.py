@@ -10,15 +10,15 @@ Each worker runs, in the order data flows (open_clip's WebDataset loader shape):
       → plan (kiclip.data.sampling) → PyAV decode → turn upright (the json's rotation)
       → torch transforms → one item per video
 
+and the main process batches items and pads this rank's share up to ceil(N / world_size) with
+``valid=False`` rows, so every rank steps the same number of times per epoch. A video that
+fails to decode becomes such a padding row too, and is counted in ``loader.skipped``.
+
 PyAV decodes, with the json's packet index (kiclip.packets), only the packets from each
 wanted frame's key frame on; without one, from the first frame up to the last wanted one.
 Each item carries the work done for it (frames decoded, and the bytes this worker read from the
 tars since its previous item: every worker reads every tar, so that includes the samples it
 passed on to other ranks and workers); the main process sums them into the loader's counters.
-
-and the main process batches items and pads this rank's share up to ceil(N / world_size) with
-``valid=False`` rows, so every rank steps the same number of times per epoch. A video that
-fails to decode becomes such a padding row too, and is counted in ``loader.skipped``.
 """
 from __future__ import annotations
 
