@@ -12,10 +12,13 @@ key-frame interval) runs make_shards `--transcode CODEC --gop N` on it and measu
     the key frame before each wanted frame: the mean over every window start the train sampler
     can draw (`decoded_frames_for_clip`), from the shards' own key frames;
   - clips/s and clips per CPU-second of `build_loader(backend="dali"|"torch", device="cpu")`,
-    one untimed warm-up pass then `--passes` timed passes (an epoch each, first batch excluded).
-    H.264 rows say n/a for DALI: its CPU decoder cannot read H.264 (GPU only).
-Writes OUT/table.md (the table docs/data_plane.md shows) and OUT/results.json, and prints the
-table and, last, one JSON line.
+    one untimed warm-up pass then `--passes` timed passes (an epoch each, first batch excluded),
+    and the loaders' own count of decoded frames per clip (`decoded_frames / clips`, all
+    passes). H.264 rows say n/a for DALI: its CPU decoder cannot read H.264 (GPU only).
+Then VP9 at each GOP of `--rows` and several CRFs on the first `--rq-videos` videos: the bytes
+each GOP needs for the PSNR long-GOP VP9 reaches at make_shards' settings.
+Writes OUT/table.md (the tables docs/data_plane.md shows) and OUT/results.json, and prints the
+tables and, last, one JSON line.
 """
 from __future__ import annotations
 
