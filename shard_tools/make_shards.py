@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "VP9 from the key frame before each wanted frame, so an 8-frame clip at "
                         "stride 16 costs about 8*(N+1)/2 decoded frames (4: 20, 8: 36, 16: 68) "
                         "while the bytes shrink as N grows (4: ~2.7x, 8: ~1.9x long-GOP VP9 at "
-                        "the same quality); on DALI CPU, 8 ran as fast as 4 (measured)")
+                        "the same quality); 4 is the measured compromise (docs/data_plane.md)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the order samples are written in (rows are shuffled, so a "
                         "class-sorted list does not give single-class shards)")
