@@ -254,6 +254,8 @@ def rate_quality_table(corpus: Path, paths: list[str], args) -> tuple[str, list[
     import tempfile
 
     gops = sorted({row.gop for row in parse_rows(args.rows) if row.codec == "vp9" and row.gop})
+    if not gops:
+        return "", []
     crfs = [int(c) for c in args.rq_crfs.split(",")]
     videos = []
     for rel in paths[:args.rq_videos]:
@@ -314,24 +316,28 @@ def markdown_table(results: list[dict], loaders: list[str]) -> str:
 
 
 def main(argv=None) -> int:
+    from shard_tools.cli_common import non_negative_int, positive_float, positive_int
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, required=True,
                    help="results folder: corpus/, shards/, table.md, results.json")
     p.add_argument("--corpus", type=Path, default=None,
                    help="corpus folder (default OUT/corpus; made when missing)")
-    p.add_argument("--videos", type=int, default=10, help="corpus videos (every row uses all)")
+    p.add_argument("--videos", type=positive_int, default=10, help="corpus videos (every row uses all)")
+    p.add_argument("--seconds", type=positive_float, default=10.0,
+                   help="corpus video length (a corpus already in --corpus is kept)")
     p.add_argument("--seed", type=int, default=0, help="corpus seed")
     p.add_argument("--rows", default=DEFAULT_ROWS, help="comma list of CODEC or CODEC:GOP")
-    p.add_argument("--frames", type=int, default=8, help="frames per clip T")
-    p.add_argument("--stride", type=int, default=16, help="frame stride s")
-    p.add_argument("--image-size", type=int, default=224, help="crop size S")
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--workers", type=int, default=2, help="DALI threads = DataLoader workers")
-    p.add_argument("--passes", type=int, default=2, help="timed epochs per loader (median)")
+    p.add_argument("--frames", type=positive_int, default=8, help="frames per clip T")
+    p.add_argument("--stride", type=positive_int, default=16, help="frame stride s")
+    p.add_argument("--image-size", type=positive_int, default=224, help="crop size S")
+    p.add_argument("--batch-size", type=positive_int, default=2)
+    p.add_argument("--workers", type=positive_int, default=2, help="DALI threads = DataLoader workers")
+    p.add_argument("--passes", type=positive_int, default=2, help="timed epochs per loader (median)")
     p.add_argument("--loaders", default="dali,torch", help="comma list: dali, torch")
-    p.add_argument("--psnr-every", type=int, default=5, help="PSNR on every N-th frame")
-    p.add_argument("--rq-videos", type=int, default=2,
+    p.add_argument("--psnr-every", type=positive_int, default=5, help="PSNR on every N-th frame")
+    p.add_argument("--rq-videos", type=non_negative_int, default=2,
                    help="videos of the VP9 rate-quality sweep (0: no sweep)")
     p.add_argument("--rq-crfs", default="32,40,48", help="CRFs of the VP9 rate-quality sweep")
     args = p.parse_args(argv)
@@ -342,12 +348,15 @@ def main(argv=None) -> int:
     except ValueError as err:
         p.error(str(err))
     args.loaders = [name for name in args.loaders.split(",") if name]
+    if set(args.loaders) - {"dali", "torch"}:
+        p.error(f"--loaders: {args.loaders} holds something other than dali, torch")
 
     from shard_tools.make_bench_corpus import CorpusSettings, make_corpus
 
     corpus = args.corpus or args.out / "corpus"
     started = time.perf_counter()
-    paths = make_corpus(corpus, CorpusSettings(seed=args.seed, videos=args.videos))
+    paths = make_corpus(corpus, CorpusSettings(seed=args.seed, videos=args.videos,
+                                                seconds=args.seconds))
     sources = source_frames(corpus, paths, args.psnr_every)
     load_before = os.getloadavg()[0]
     results = [measure_row(row, corpus, sources, args) for row in rows]

@@ -36,7 +36,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from shard_tools.cli_common import positive_int, setup_logging
+from shard_tools.cli_common import positive_float, positive_int, setup_logging
 
 log = logging.getLogger("make_bench_corpus")
 
@@ -118,7 +118,7 @@ def render_video(settings: CorpusSettings, index: int) -> Iterator[np.ndarray]:
     world_size = settings.world_size
     world = fractal_texture(rng, world_size, world_size).astype(np.float32)
     fps = settings.rates[index % len(settings.rates)]
-    count = round(settings.seconds * fps)
+    count = max(1, round(settings.seconds * fps))
     t = np.arange(count) / fps
     h, w = settings.height, settings.width
     margin = world_size / 2 - 0.75 * max(h, w)  # room to pan at the widest zoom
@@ -228,12 +228,14 @@ def make_corpus(out: Path, settings: CorpusSettings) -> list[str]:
 def main(argv=None) -> int:
     d = CorpusSettings()
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[2].replace("\n", " "),
+        description=" ".join(__doc__.split("\n\n")[i] for i in (0, 2, 3)).replace("\n", " "),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="corpus folder")
-    p.add_argument("--videos", type=positive_int, default=d.videos)
-    p.add_argument("--seconds", type=float, default=d.seconds, help="length of each video")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--videos", type=positive_int, default=d.videos, help="how many videos")
+    p.add_argument("--seconds", type=positive_float, default=d.seconds,
+                   help="length of each video")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="the same seed writes the same pixels (videos already there are kept)")
     args = p.parse_args(argv)
     setup_logging()
     settings = CorpusSettings(seed=args.seed, videos=args.videos, seconds=args.seconds)

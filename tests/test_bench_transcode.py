@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -114,3 +116,22 @@ def test_encode_options_override_the_codecs_own(tmp_path):
         encode_frames(frames, tmp_path / f"q{crf}.webm", "vp9", 25, gop=4, options={"crf": str(crf)})
         sizes[crf] = (tmp_path / f"q{crf}.webm").stat().st_size
     assert sizes[10] > 2 * sizes[60]
+
+
+@pytest.mark.slow
+def test_bench_transcode_command_writes_the_table(tmp_path):
+    out = tmp_path / "bench"
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "launch" / "bench_transcode.py"),
+         "--out", str(out), "--videos", "2", "--seconds", "1", "--rows", "mjpeg,vp9:4,vp9:25",
+         "--loaders", "torch", "--passes", "1", "--batch-size", "1", "--workers", "1",
+         "--rq-videos", "1", "--stride", "2"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    rows = {r["row"]: r for r in summary["rows"]}
+    assert rows["mjpeg"]["decoded_frames_per_clip"] == 8.0  # every frame a key frame
+    assert 8 < rows["vp9 gop 4"]["decoded_frames_per_clip"] < 8 * 4
+    assert rows["vp9 gop 4"]["bytes_per_video_s"] > rows["vp9 gop 25"]["bytes_per_video_s"]
+    assert rows["vp9 gop 4"]["torch"]["counted_decoded_frames_per_clip"] <= 8 * 4
+    assert [r["gop"] for r in summary["rate_quality"]] == [4, 25]
+    assert "| vp9 gop 4 |" in (out / "table.md").read_text()
