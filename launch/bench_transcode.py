@@ -168,10 +168,8 @@ def loader_speed(folder: Path, backend: str, args) -> dict:
     out = {"clips_per_s": round(statistics.median(r for r, _ in passes), 2),
            "clips_per_cpu_s": round(statistics.median(c for _, c in passes), 2),
            "passes": [round(r, 2) for r, _ in passes]}
-    counted = getattr(loader, "decoded_frames", None)
-    clips = getattr(loader, "clips", None)
-    if counted is not None and clips:
-        out["counted_decoded_frames_per_clip"] = round(counted / clips, 1)
+    if loader.clips:  # the loader's own count, over every pass (warm-up included)
+        out["counted_decoded_frames_per_clip"] = round(loader.decoded_frames / loader.clips, 1)
     return out
 
 
@@ -202,9 +200,8 @@ def measure_row(row: Row, corpus: Path, sources: dict, args) -> dict:
               "make_shards_s_per_video": round(seconds_per_video, 2),
               "decoded_frames_per_clip": round(float(np.mean(frames_per_clip)), 1),
               "psnr_db": round(float(np.mean(qualities)), 2)}
-    dali_reads = row.codec in DALI_CPU_CODECS
     for backend in args.loaders:
-        if backend == "dali" and not dali_reads:
+        if backend == "dali" and row.codec not in DALI_CPU_CODECS:
             result[backend] = None  # DALI's CPU decoder cannot read it: GPU only
             continue
         result[backend] = loader_speed(folder, backend, args)
