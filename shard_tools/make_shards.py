@@ -64,6 +64,7 @@ from shard_tools.shard_writer import (
 from shard_tools.video_io import (
     CODECS,
     DALI_CPU_CODECS,
+    DEFAULT_GOP,
     SHARD_VIDEO_EXTS,
     VideoInfo,
     VideoProbeError,
@@ -102,7 +103,7 @@ class ShardConfig:
     max_shard_bytes: int = 1 << 30
     transcode: str = "copy"
     short_side: int | None = 256
-    gop: int = 16
+    gop: int = DEFAULT_GOP
     shuffle: bool = True
     seed: int = 0
     workers: int = 1
@@ -546,13 +547,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shard-bytes", type=positive_int, default=d.max_shard_bytes,
                    help="a shard is closed before it would grow past this many bytes")
     p.add_argument("--transcode", choices=["copy", *sorted(CODECS)], default=d.transcode,
-                   help="copy: store the files as they are; vp9/mjpeg: re-encode so DALI's CPU "
-                        "decoder reads them; h264: re-encode for DALI's GPU decoder")
+                   help="copy: store the files as they are; vp9: re-encode for training, read "
+                        "by DALI on CPU and (NVDEC permitting) on GPU and by the fallback "
+                        "(recommended: `--transcode vp9 --gop 4`, both for CPU and GPU "
+                        "decoding); mjpeg: all key frames, ~4x the bytes of vp9 at GOP 4; "
+                        "h264: for GPU-only runs (DALI's CPU decoder cannot read it, and the "
+                        "fallback decodes it from the first frame). Measured trade-offs: "
+                        "docs/data_plane.md")
     p.add_argument("--short-side", type=short_side, default=d.short_side,
                    help="when transcoding, downscale so the shorter edge is at most this "
                         f"(0 keeps the size; else at least {MIN_SHORT_SIDE})")
     p.add_argument("--gop", type=positive_int, default=d.gop,
-                   help="when transcoding, a keyframe every N frames (cheap seeks)")
+                   help="when transcoding, a key frame every N frames. Both loaders decode "
+                        "VP9 from the key frame before each wanted frame, so an 8-frame clip at "
+                        "stride 16 costs about 8*(N+1)/2 decoded frames (4: 20, 8: 36, 16: 68) "
+                        "while the bytes shrink as N grows (4: ~2.7x, 8: ~1.9x long-GOP VP9 at "
+                        "the same quality); 4 is the measured compromise (docs/data_plane.md)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the order samples are written in (rows are shuffled, so a "
                         "class-sorted list does not give single-class shards)")

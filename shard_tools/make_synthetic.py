@@ -49,7 +49,7 @@ from shard_tools.synthetic_world import (
     render_clip,
     world_description,
 )
-from shard_tools.video_io import CODECS, DEFAULT_CODEC, encode_frames
+from shard_tools.video_io import CODECS, DEFAULT_CODEC, DEFAULT_GOP, encode_frames
 
 log = logging.getLogger("make_synthetic")
 
@@ -67,7 +67,7 @@ class SyntheticSettings:
     frames: int = 32
     fps: float = 16.0
     codec: str = DEFAULT_CODEC
-    gop: int = 16
+    gop: int = DEFAULT_GOP
     trails: bool = False
     object_radius: tuple[float, float] = OBJECT_RADIUS
 

@@ -61,6 +61,13 @@ CODECS: dict[str, Codec] = {
 }
 DEFAULT_CODEC = "mjpeg"
 
+# The key-frame interval make_shards and make_synthetic write. Both loaders decode from the key
+# frame before each wanted frame, so a clip of T frames spread wider than the GOP costs about
+# T·(GOP+1)/2 decoded frames; shorter GOPs cost storage instead. 4 is the measured compromise
+# (docs/data_plane.md "Choosing the training transcode"): 20 frames per 8×16 clip at 2.7× the
+# bytes of long-GOP VP9 at the same PSNR.
+DEFAULT_GOP = 4
+
 # Codec names (as PyAV reports them) that DALI 2.4's CPU decoder reads.
 DALI_CPU_CODECS = frozenset({"mjpeg", "vp8", "vp9"})
 
@@ -69,9 +76,13 @@ SHARD_VIDEO_EXTS = ("mp4", "mkv", "webm", "avi", "mov")
 
 
 def encode_frames(
-    frames: Iterable[np.ndarray], path: Path, codec: str, fps: float, gop: int | None = None
+    frames: Iterable[np.ndarray], path: Path, codec: str, fps: float, gop: int | None = None,
+    options: dict[str, str] | None = None,
 ) -> None:
     """Encode uint8 RGB frames (each (H, W, 3), H and W even) into `path` with `CODECS[codec]`.
+
+    `options` are encoder options added to the codec's own (and replacing any of the same name),
+    e.g. {"crf": "40"} for a rate-quality sweep.
 
     Output is byte-for-byte deterministic for the same frames and arguments (bitexact flags,
     single-threaded encoders), which keeps make_synthetic reproducible by seed.
@@ -87,10 +98,11 @@ def encode_frames(
                 stream = container.add_stream(spec.encoder, rate=rate)
                 stream.height, stream.width = frame.shape[:2]
                 stream.pix_fmt = spec.pix_fmt
-                options = dict(spec.options)
+                merged = dict(spec.options)
                 if gop:
-                    options["g"] = str(gop)
-                stream.options = options
+                    merged["g"] = str(gop)
+                merged.update(options or {})
+                stream.options = merged
                 stream.codec_context.flags |= av.codec.context.Flags.bitexact
                 if spec.qscale:
                     stream.codec_context.flags |= av.codec.context.Flags.qscale
