@@ -310,3 +310,62 @@ def test_training_reads_shards_over_http(b2n_shards, tmp_path):
         assert len((out / "losses.jsonl").read_text().splitlines()) == 2
     finally:
         server.stop()
+
+
+# Streaming: the fallback loader reads a URL folder without a local copy of its tars.
+
+def _stream_loader(url: str, backend: str = "torch", num_workers: int = 0):
+    from kiclip.data import build_loader
+
+    return build_loader(url, mode="train", batch_size=4, num_frames=4, stride=1, image_size=32,
+                        backend=backend, num_workers=num_workers, device="cpu", shuffle=False)
+
+
+def _valid_rows(loader) -> tuple[list[str], list]:
+    keys, videos = [], []
+    for batch in loader:
+        for i, ok in enumerate(batch["valid"]):
+            if ok:
+                keys.append(batch["key"][i])
+                videos.append(batch["video"][i])
+    return keys, videos
+
+
+def test_torch_loader_streams_every_sample_without_a_local_copy(served, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # where any cache would go
+    loader = _stream_loader(f"{served.url}/base_test", backend="auto")
+    assert loader.shards.streamed and type(loader).__name__ == "TorchClipLoader"
+    keys, videos = _valid_rows(loader)
+    local_keys, local_videos = _valid_rows(_stream_loader(str(served.root / "base_test")))
+    assert keys == local_keys and len(set(keys)) == 6 and loader.skipped == 0
+    assert all((a == b).all() for a, b in zip(videos, local_videos))
+    assert _tar_requests(served) == Counter({f"base_test/shard-00000{i}.tar": 1 for i in range(3)})
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and served.root not in p.parents]
+    assert written == [], "streaming wrote files"
+
+
+def test_dali_is_refused_a_url(served):
+    with pytest.raises(remote.RemoteDataError, match="DALI reads local files only"):
+        _stream_loader(f"{served.url}/base_test", backend="dali")
+
+
+def test_stream_dropped_mid_tar_is_resumed(served):
+    served.drop_first.add("novel_test/shard-000001.tar")
+    keys, _ = _valid_rows(_stream_loader(f"{served.url}/novel_test"))
+    assert len(set(keys)) == 6
+    assert served.requests["novel_test/shard-000001.tar"] == 2
+
+
+def test_corrupt_streamed_tar_stops_the_epoch_naming_it(served):
+    served.corrupt.add("novel_test/shard-000002.tar")
+    loader = _stream_loader(f"{served.url}/novel_test", num_workers=1)  # across a worker process
+    with pytest.raises(remote.CorruptShardError, match=r"shard-000002\.tar .*is corrupt"):
+        _valid_rows(loader)
+
+
+def test_stream_gives_up_naming_the_tar(served, monkeypatch):
+    monkeypatch.setattr(remote, "RETRY_WAIT_S", 0.0)
+    loader = _stream_loader(f"{served.url}/novel_test")
+    (served.root / "novel_test" / "shard-000000.tar").unlink()
+    with pytest.raises(remote.RemoteDataError, match=r"shard-000000\.tar is listed .* but missing"):
+        _valid_rows(loader)
