@@ -15,7 +15,11 @@ A tar whose download does not match is fetched once more, then the run stops nam
 DALI ``.idx`` is rebuilt from the verified tar rather than downloaded, so nothing unverified is
 read. A later run re-uses a staged tar whose size and mtime are those recorded when it was
 verified (``.staged.json``), so the cache is not re-hashed on every start. Both loaders then
-read the local copy: the fallback loader does not stream from the URL (docs/data.md).
+read the local copy.
+
+Streaming (``--stream``, the fallback loader only) fetches only the manifests (and, when the
+loader opens a folder, each tar's ``.idx``, in memory); :class:`ShardStream` then reads each tar
+front to back from the URL, resuming a dropped transfer, and checks its sha256 once read whole.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 Each worker runs, in the order data flows (open_clip's WebDataset loader shape)::
 
     tar list (order shuffled per epoch in train mode, the same on every rank)
-      → tarfile_samples (webdataset; a tar that breaks mid-way is logged by name)
+      → tarfile_samples (webdataset; a tar that breaks mid-way is logged by name; a URL's
+                         tars are streamed and sha256-checked instead, see _streamed_samples)
       → split by rank   (the i-th sample of the stream goes to rank i mod world_size)
       → split by worker (the j-th sample of this rank goes to worker j mod num_workers)
       → shuffle buffer  (train mode; seeded by seed, epoch, rank, worker)
