@@ -578,7 +578,7 @@ class _Fetch:
 class ShardStream(io.RawIOBase):
     """The tar at ``url`` as a file read front to back (any URL ``_copier`` reads), hashed as
     it is read. A transient failure (dropped connection, timeout, 5xx, command error) re-opens
-    it and skips the bytes already read, up to ATTEMPTS failures per tar; after that, or when
+    it and drops the bytes already read as they come again, up to ATTEMPTS attempts per tar; after that, or when
     the tar does not exist, reads raise RemoteDataError naming it (and keep raising it).
     ``verify()`` reads to the end and raises CorruptShardError unless the bytes have the
     manifest's ``sha256`` and ``size``."""
