@@ -19,6 +19,10 @@ from kiclip.config import PRESET_DATASETS, ConfigError
 
 log = logging.getLogger(__name__)
 
+# In a folder that holds only a manifest (kiclip.remote.fetch_manifests): the URL of the
+# make_shards folder whose tars the fallback loader streams.
+STREAM_SOURCE = ".stream-source"
+
 SPLIT_HINT = ("build it with shard_tools/make_splits.py and shard_tools/make_shards.py "
               "(see docs/data.md), or point --data at the folder that holds it")
 
@@ -30,12 +34,15 @@ class ShardSet:
     ``classes`` are the plain names; ``class_texts`` what the prompts are built from (the
     rephrased "Name: description" texts when the class file had them, else the names), with
     ``rephrased`` saying which. ``dataset`` is the manifest's dataset name, None when unrecorded.
+    ``source`` is the URL the tars are streamed from when ``path`` holds only the manifest (see
+    STREAM_SOURCE), else None.
     """
     path: Path
     classes: list[str]
     total: int
     class_texts: list[str] | None = None
     dataset: str | None = None
+    source: str | None = None
 
     def __post_init__(self) -> None:
         if self.class_texts is None:
@@ -48,6 +55,11 @@ class ShardSet:
     @property
     def manifest_path(self) -> Path:
         return self.path / "manifest.json"
+
+    @property
+    def shards(self) -> str:
+        """What the loaders open: the streamed URL, else the local folder."""
+        return self.source or str(self.path)
 
 
 def read_shard_set(path: str | Path) -> ShardSet:
@@ -77,8 +89,9 @@ def read_shard_set(path: str | Path) -> ShardSet:
             raise ConfigError(f"{manifest_path}: samples carry label {label} but only {len(classes)} "
                               "class names are given: the list and the class-names file disagree")
     shards = manifest.get("shards", [])
+    source = (path / STREAM_SOURCE).read_text().strip() if (path / STREAM_SOURCE).is_file() else None
     missing = [s["name"] for s in shards if not (path / s["name"]).is_file()]
-    if missing:
+    if missing and source is None:
         raise ConfigError(f"{path}: shards named in manifest.json are missing: {', '.join(missing[:5])}")
     total = int(manifest.get("total", 0))
     if total <= 0 or not shards:
@@ -86,7 +99,7 @@ def read_shard_set(path: str | Path) -> ShardSet:
     texts = _class_texts(manifest, manifest_path, order, classes)
     dataset = manifest.get("dataset")
     return ShardSet(path=path, classes=classes, total=total, class_texts=texts,
-                    dataset=str(dataset) if dataset else None)
+                    dataset=str(dataset) if dataset else None, source=source)
 
 
 def _class_texts(manifest: dict, manifest_path: Path, order: list[str], classes: list[str]) -> list[str]:

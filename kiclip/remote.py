@@ -15,7 +15,11 @@ A tar whose download does not match is fetched once more, then the run stops nam
 DALI ``.idx`` is rebuilt from the verified tar rather than downloaded, so nothing unverified is
 read. A later run re-uses a staged tar whose size and mtime are those recorded when it was
 verified (``.staged.json``), so the cache is not re-hashed on every start. Both loaders then
-read the local copy: the fallback loader does not stream from the URL (docs/data.md).
+read the local copy.
+
+Streaming (``--stream``, the fallback loader only) fetches only the manifests (and, when the
+loader opens a folder, each tar's ``.idx``, in memory); :class:`ShardStream` then reads each tar
+front to back from the URL, resuming a dropped transfer, and checks its sha256 once read whole.
 """
 from __future__ import annotations
 
@@ -24,9 +28,11 @@ import fcntl
 import hashlib
 import http.client
 import importlib.util
+import io
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -118,13 +124,65 @@ def protocol_folders(mode: str, split: int = 1, *, need_train: bool = True) -> t
 
 
 def localize_protocol(data: str, mode: str, split: int = 1, *, need_train: bool = True,
-                      cache_dir: str | Path | None = None) -> str:
+                      cache_dir: str | Path | None = None, stream: bool = False) -> str:
     """``data`` itself when local; for a URL, the local folder its protocol folders were staged
-    into (see ``protocol_folders``), ready for ``resolve_protocol``."""
+    into (see ``protocol_folders``), ready for ``resolve_protocol``; with ``stream``, the local
+    folder holding only their manifests (``fetch_manifests``), whose tars the fallback loader
+    streams. ConfigError for ``stream`` with a local ``data``."""
     if not is_remote(data):
+        if stream:
+            raise ConfigError(f"--stream reads a --data URL; {data} is a local folder")
         return data
     required, optional = protocol_folders(mode, split or 1, need_train=need_train)
+    if stream:
+        return str(fetch_manifests(data, required, optional=optional, cache_dir=cache_dir))
     return str(stage(data, required, optional=optional, cache_dir=cache_dir))
+
+
+def folder_url(url: str, folder: str) -> str:
+    """The URL of the make_shards ``folder`` under the root ``url`` (a pipe: URL keeps its
+    ``{}``, now standing for a path under the folder)."""
+    if not folder:
+        return url
+    if url.startswith("pipe:"):
+        join_url(url, "")  # the same error for a pipe: URL without {}
+        return url.replace("{}", folder + "/{}")
+    return join_url(url, folder)
+
+
+def fetch_manifests(url: str, folders: Sequence[str], *, optional: Sequence[str] = (),
+                    cache_dir: str | Path | None = None) -> Path:
+    """For streaming: fetch only the ``manifest.json`` of each folder under ``url`` (an
+    ``optional`` folder the storage lacks is left out) into ``<staging_dir(url)>-stream/``,
+    each beside a kiclip.layout.STREAM_SOURCE file naming the folder's URL; return that root.
+    No tar is fetched. Raises RemoteDataError naming what failed."""
+    from kiclip.layout import STREAM_SOURCE
+
+    root = staging_dir(url, cache_dir)
+    root = root.with_name(root.name + "-stream")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RemoteDataError(f"cannot create the cache folder {root} for {url} ({err}); "
+                              "pass --cache-dir") from None
+    with _locked(root / ".lock"):
+        for folder in [*folders, *optional]:
+            source = folder_url(url, folder)
+            manifest_url = join_url(source, MANIFEST)
+            try:
+                raw = fetch_bytes(manifest_url)
+            except RemoteNotFound:
+                if folder not in optional:
+                    raise
+                log.info("%s has no %s/ folder: going on without it", url, folder)
+                shutil.rmtree(root / folder, ignore_errors=True)
+                continue
+            manifest_shards(raw, manifest_url)
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            _write_atomic(root / folder / STREAM_SOURCE, source.encode())
+            _write_atomic(root / folder / MANIFEST, raw)
+    log.info("%s: manifests in %s, tars streamed", url, root)
+    return root
 
 
 def localize_folder(data: str, cache_dir: str | Path | None = None) -> Path:
@@ -167,7 +225,7 @@ def stage_folder(url: str, folder: str, dest: Path, *, progress: bool = True) ->
     """
     manifest_url = join_url(url, f"{folder}/{MANIFEST}" if folder else MANIFEST)
     raw = fetch_bytes(manifest_url)
-    shards = _manifest_shards(raw, manifest_url)
+    shards = manifest_shards(raw, manifest_url)
     dest.mkdir(parents=True, exist_ok=True)
     stamps = _read_stamps(dest)
     listed = {s["name"] for s in shards}
@@ -182,7 +240,7 @@ def stage_folder(url: str, folder: str, dest: Path, *, progress: bool = True) ->
     return dest
 
 
-def _manifest_shards(raw: bytes, manifest_url: str) -> list[dict]:
+def manifest_shards(raw: bytes, manifest_url: str) -> list[dict]:
     """The manifest's shard list, each entry checked for name, sha256 and bytes."""
     try:
         shards = json.loads(raw)["shards"]
@@ -392,8 +450,13 @@ def _copy_command(command, write: Callable[[bytes], None], *, url: str, shell: b
     with tempfile.TemporaryFile() as errors:
         # stderr to a file: a chatty command must not block on a full pipe we are not reading
         proc = subprocess.Popen(command, shell=shell, stdout=subprocess.PIPE, stderr=errors)
-        for chunk in iter(lambda: proc.stdout.read(CHUNK), b""):
-            write(chunk)
+        try:
+            for chunk in iter(lambda: proc.stdout.read(CHUNK), b""):
+                write(chunk)
+        except BaseException:  # the reader stopped (or failed): the command must not linger
+            proc.kill()
+            proc.wait()
+            raise
         proc.stdout.close()
         rc = proc.wait()
         errors.seek(0)
@@ -451,3 +514,144 @@ def _locked(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# Streaming: the fallback loader reads a URL's tars front to back, without a local copy.
+
+STREAM_CHUNKS = 8               # chunks a stream's fetching thread may run ahead of its reader
+
+
+class CorruptShardError(RemoteDataError):
+    """A streamed tar whose bytes are not the manifest's (sha256 or size); names the shard."""
+
+
+class _Stopped(Exception):
+    """The reader closed the stream: the fetching thread ends."""
+
+
+_END = object()
+
+
+class _Fetch:
+    """``copy(url, write)`` (a ``_copier``) in a daemon thread, its chunks handed to the reader
+    through a bounded queue (then ``_END``, or the exception that ended it); the first ``skip``
+    bytes are dropped, so a re-opened download resumes where the reader is."""
+
+    def __init__(self, copy, url: str, skip: int):
+        self.queue: queue.Queue = queue.Queue(maxsize=STREAM_CHUNKS)
+        self.stopped = threading.Event()
+        self.skip = skip
+        threading.Thread(target=self._run, args=(copy, url), daemon=True).start()
+
+    def _run(self, copy, url: str) -> None:
+        try:
+            copy(url, self._write)
+            self._put(_END)
+        except _Stopped:
+            pass
+        except Exception as err:  # noqa: BLE001 - handed to the reader, which decides
+            self._put(err)
+
+    def _write(self, chunk: bytes) -> None:
+        if self.skip:
+            dropped = min(self.skip, len(chunk))
+            chunk, self.skip = chunk[dropped:], self.skip - dropped
+        if chunk and not self._put(chunk):
+            raise _Stopped
+
+    def _put(self, item) -> bool:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self):
+        return self.queue.get()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+class ShardStream(io.RawIOBase):
+    """The tar at ``url`` as a file read front to back (any URL ``_copier`` reads), hashed as
+    it is read. A transient failure (dropped connection, timeout, 5xx, command error) re-opens
+    it and drops the bytes already read as they come again, up to ATTEMPTS attempts per tar; after that, or when
+    the tar does not exist, reads raise RemoteDataError naming it (and keep raising it).
+    ``verify()`` reads to the end and raises CorruptShardError unless the bytes have the
+    manifest's ``sha256`` and ``size``."""
+
+    def __init__(self, url: str, sha256: str, size: int):
+        super().__init__()
+        self.url, self.sha256, self.size = url, sha256, size
+        self.name = url.rsplit("/", 1)[-1]
+        self.digest = hashlib.sha256()
+        self.position = 0
+        self.failures = 0
+        self._copy = _copier(url)
+        self._pending = memoryview(b"")
+        self._ended = False
+        self._fatal: str | None = None  # kept as text: webdataset edits an exception's args
+        self._fetch = _Fetch(self._copy, url, 0)
+
+    def __repr__(self) -> str:
+        return self.url
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            if self._fatal is not None:
+                raise RemoteDataError(self._fatal)
+            if self._ended:
+                return 0
+            item = self._fetch.get()
+            if item is _END:
+                self._ended = True
+            elif isinstance(item, BaseException):
+                self._failed(item)
+            else:
+                self._pending = memoryview(item)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self.digest.update(self._pending[:n])
+        self._pending = self._pending[n:]
+        self.position += n
+        return n
+
+    def _failed(self, err: BaseException) -> None:
+        """Re-open after a transient failure, or remember why the stream cannot go on."""
+        if isinstance(err, RemoteNotFound):
+            self._fatal = f"{self.name} is listed in its manifest but missing at {self.url}"
+        elif not isinstance(err, _Transient):
+            self._fatal = str(err) if isinstance(err, RemoteDataError) else f"{self.url}: {err!r}"
+        else:
+            self.failures += 1
+            if self.failures >= ATTEMPTS:
+                self._fatal = f"{self.url}: {err} (gave up after {ATTEMPTS} attempts)"
+            else:
+                wait = RETRY_WAIT_S * 2 ** (self.failures - 1)
+                log.warning("%s: %s; resuming at byte %d in %.1f s (attempt %d of %d)",
+                            self.url, err, self.position, wait, self.failures + 1, ATTEMPTS)
+                time.sleep(wait)
+                self._fetch = _Fetch(self._copy, self.url, self.position)
+
+    def verify(self) -> None:
+        """Read what is left and check the whole tar against the manifest (see the class doc)."""
+        buffer = bytearray(CHUNK)
+        while self.readinto(buffer):
+            pass
+        digest = self.digest.hexdigest()
+        if digest != self.sha256 or self.position != self.size:
+            raise CorruptShardError(
+                f"{self.name} streamed from {self.url} is corrupt: sha256 {digest[:12]}... "
+                f"({self.position} bytes), the manifest says {self.sha256[:12]}... ({self.size} "
+                "bytes). Rebuild it with make_shards or upload it again")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._fetch.stop()
+        super().close()

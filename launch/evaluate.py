@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, help="shard root (see above), or its URL "
                         "(http(s)://, s3://, gs://, pipe:; see docs/data.md, 'Remote shards')")
     parser.add_argument("--cache-dir", help="where a --data URL is staged (default ~/.cache/kiclip/shards)")
+    parser.add_argument("--stream", action="store_true",
+                        help="with a --data URL, stream the tars with the torch loader instead of "
+                        "staging them: only the manifests and .idx files are fetched; every "
+                        "DataLoader worker of every rank reads every tar each epoch (see "
+                        "docs/data.md, 'Remote shards')")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", nargs="+", help="kiclip weights file(s): averaged.pt or weights/epoch_NNN.pt")
     source.add_argument("--frozen-clip", action="store_true",
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _label_spaces(args) -> dict:
     data = localize_protocol(args.data, "b2n" if args.b2n else "cross", need_train=False,
-                             cache_dir=args.cache_dir)
+                             cache_dir=args.cache_dir, stream=args.stream)
     if args.b2n:
         evals = resolve_protocol(data, "b2n", need_train=False).evals
         check_datasets(evals.values(), args.b2n, allow_mismatch=args.allow_dataset_mismatch,

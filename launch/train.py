@@ -39,7 +39,7 @@ from kiclip.config import (  # noqa: E402
     preset_table,
 )
 from kiclip.layout import ProtocolData, check_datasets, prompt_record, resolve_protocol  # noqa: E402
-from kiclip.remote import localize_protocol  # noqa: E402
+from kiclip.remote import RemoteDataError, localize_protocol  # noqa: E402
 
 log = logging.getLogger("kiclip.train")
 
@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", help="where a --data URL (http(s)://, s3://, gs://, pipe:) is "
                         "staged and verified before training (default ~/.cache/kiclip/shards; "
                         "see docs/data.md, 'Remote shards')")
+    parser.add_argument("--stream", action="store_true",
+                        help="with a --data URL, stream the tars with the torch loader instead of "
+                        "staging them: only the manifests and .idx files are fetched; every "
+                        "DataLoader worker of every rank reads every tar each epoch (see "
+                        "docs/data.md, 'Remote shards')")
     # Set by DeepSpeed's launcher; LOCAL_RANK in the environment says the same.
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     return parser
@@ -89,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             check_user_deepspeed_config(Path(args.deepspeed_config))
             cfg.run.deepspeed_config = args.deepspeed_config
         # Everything that can be wrong with the dataset is found here, before any heavy work.
-        data = localize_protocol(cfg.data.data, cfg.mode, cfg.data.split, cache_dir=args.cache_dir)
+        if args.stream and cfg.data.backend == "dali":
+            raise ConfigError("--stream reads tars with the torch loader (DALI reads local files "
+                              "only): use --loader torch or auto, or drop --stream to stage them")
+        data = localize_protocol(cfg.data.data, cfg.mode, cfg.data.split, cache_dir=args.cache_dir,
+                                 stream=args.stream)
         protocol = resolve_protocol(data, cfg.mode, cfg.data.split)
         if cfg.mode == "b2n":
             check_datasets([protocol.train, *protocol.evals.values()], cfg.dataset,
@@ -111,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 1
     except UnsupportedCodecError as err:  # found before the first batch, on every rank alike
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
+    except RemoteDataError as err:  # a streamed tar that cannot be fetched or is corrupt
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
     return 0 if summary is not None else 1
@@ -138,7 +150,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData, device_type: str) -> dict | 
     # A codec the loader cannot read is a dataset problem: exit 2 before the run directory exists.
     evaluated = list(protocol.evals.values()) if cfg.run.eval_at_end else []
     for shard_set in [protocol.train, *evaluated]:
-        check_loader_codecs(shard_set.path, cfg.data.backend, device.type)
+        check_loader_codecs(shard_set.shards, cfg.data.backend, device.type)
     if device.type == "cpu":
         configure_cpu_threads(cfg.data.num_workers,
                               int(os.environ.get("LOCAL_WORLD_SIZE", world)))
@@ -171,7 +183,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData, device_type: str) -> dict | 
     targets = TeacherTargets(teacher, prompts) if teacher is not None else None
     templates = TemplateSampler(cfg.run.seed)
 
-    loader = build_loader(str(protocol.train.path), mode="train", batch_size=cfg.data.batch_size,
+    loader = build_loader(protocol.train.shards, mode="train", batch_size=cfg.data.batch_size,
                           num_frames=cfg.data.num_frames, stride=cfg.data.stride,
                           image_size=cfg.data.image_size, seed=cfg.run.seed, rank=rank,
                           world_size=world, backend=cfg.data.backend, shuffle=cfg.data.shuffle,

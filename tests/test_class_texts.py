@@ -238,7 +238,8 @@ def test_cross_dataset_test_sets_keep_their_texts(rephrased_data, tmp_path):
     target.mkdir()
     (target / "test").symlink_to(rephrased_data / "novel_test")
     (target / "test_base").symlink_to(rephrased_data / "base_test")
-    spaces = evaluate._label_spaces(argparse.Namespace(b2n=None, data=str(target), cache_dir=None))
+    args = argparse.Namespace(b2n=None, data=str(target), cache_dir=None, stream=False)
+    spaces = evaluate._label_spaces(args)
     assert spaces["test"].class_texts == [TEXTS["2"], TEXTS["3"]] and spaces["test"].rephrased
     record = prompt_record(spaces)
     assert record["label_spaces"]["test_base"]["class_texts"] == {"0": TEXTS["0"], "1": TEXTS["1"]}

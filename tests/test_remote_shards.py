@@ -310,3 +310,115 @@ def test_training_reads_shards_over_http(b2n_shards, tmp_path):
         assert len((out / "losses.jsonl").read_text().splitlines()) == 2
     finally:
         server.stop()
+
+
+# Streaming: the fallback loader reads a URL folder without a local copy of its tars.
+
+def _stream_loader(url: str, backend: str = "torch", num_workers: int = 0):
+    from kiclip.data import build_loader
+
+    return build_loader(url, mode="train", batch_size=4, num_frames=4, stride=1, image_size=32,
+                        backend=backend, num_workers=num_workers, device="cpu", shuffle=False)
+
+
+def _valid_rows(loader) -> tuple[list[str], list]:
+    keys, videos = [], []
+    for batch in loader:
+        for i, ok in enumerate(batch["valid"]):
+            if ok:
+                keys.append(batch["key"][i])
+                videos.append(batch["video"][i])
+    return keys, videos
+
+
+def test_torch_loader_streams_every_sample_without_a_local_copy(served, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # where any cache would go
+    loader = _stream_loader(f"{served.url}/base_test", backend="auto")
+    assert loader.shards.streamed and type(loader).__name__ == "TorchClipLoader"
+    keys, videos = _valid_rows(loader)
+    local_keys, local_videos = _valid_rows(_stream_loader(str(served.root / "base_test")))
+    assert keys == local_keys and len(set(keys)) == 6 and loader.skipped == 0
+    assert all((a == b).all() for a, b in zip(videos, local_videos))
+    assert _tar_requests(served) == Counter({f"base_test/shard-00000{i}.tar": 1 for i in range(3)})
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and served.root not in p.parents]
+    assert written == [], "streaming wrote files"
+
+
+def test_dali_is_refused_a_url(served):
+    with pytest.raises(remote.RemoteDataError, match="DALI reads local files only"):
+        _stream_loader(f"{served.url}/base_test", backend="dali")
+
+
+def test_stream_dropped_mid_tar_is_resumed(served):
+    served.drop_first.add("novel_test/shard-000001.tar")
+    keys, _ = _valid_rows(_stream_loader(f"{served.url}/novel_test"))
+    assert len(set(keys)) == 6
+    assert served.requests["novel_test/shard-000001.tar"] == 2
+
+
+def test_corrupt_streamed_tar_stops_the_epoch_naming_it(served):
+    served.corrupt.add("novel_test/shard-000002.tar")
+    loader = _stream_loader(f"{served.url}/novel_test", num_workers=1)  # across a worker process
+    with pytest.raises(remote.CorruptShardError, match=r"shard-000002\.tar .*is corrupt"):
+        _valid_rows(loader)
+
+
+def test_stream_gives_up_naming_the_tar(served, monkeypatch):
+    monkeypatch.setattr(remote, "RETRY_WAIT_S", 0.0)
+    loader = _stream_loader(f"{served.url}/novel_test")
+    (served.root / "novel_test" / "shard-000000.tar").unlink()
+    with pytest.raises(remote.RemoteDataError, match=r"shard-000000\.tar is listed .* but missing"):
+        _valid_rows(loader)
+
+
+def test_evaluate_py_stream_fetches_only_the_manifests(served, tmp_path):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    proc = subprocess.run([sys.executable, str(EVALUATE), "--b2n", "synthetic", "--data", served.url,
+                           "--checkpoint", str(tmp_path / "missing.pt"), "--cache-dir", str(cache),
+                           "--stream"],
+                          env=process_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2 and "missing.pt does not exist" in proc.stderr, proc.stderr[-3000:]
+    assert not _tar_requests(served) and not list(cache.rglob("*.tar"))
+    protocol = resolve_protocol(str(cache / (remote.staging_dir(served.url).name + "-stream")),
+                                "b2n", need_train=False)
+    assert protocol.evals["novel"].shards == f"{served.url}/novel_test"
+    assert protocol.evals["base"].total == 6
+
+
+def test_train_py_stream_refuses_dali(served, tmp_path):
+    proc = run_train([*FAST, "--data", served.url, "--output", str(tmp_path / "run"), "--stream",
+                      "--loader", "dali", "--cache-dir", str(tmp_path / "cache")], timeout=120)
+    assert proc.returncode == 2 and "--stream reads tars with the torch loader" in proc.stderr
+
+
+@pytest.mark.slow
+def test_training_streams_shards_over_http(b2n_shards, tmp_path):
+    server = ShardServer(b2n_shards)
+    try:
+        out, cache = tmp_path / "run", tmp_path / "cache"
+        proc = run_train([*FAST, "--data", server.url, "--output", str(out), "--max-steps", "2",
+                          "--cache-dir", str(cache), "--workers", "0", "--stream"], timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "loader backend torch" in proc.stderr
+        assert any(p.startswith("train_split1/shard-") for p in _tar_requests(server))
+        assert not list(cache.rglob("*.tar"))
+        assert len((out / "losses.jsonl").read_text().splitlines()) == 2
+    finally:
+        server.stop()
+
+
+def test_pipe_url_streams(shard_folder):
+    keys, _ = _valid_rows(_stream_loader(f"pipe:cat {shlex.quote(str(shard_folder))}/{{}}"))
+    assert len(set(keys)) == 6
+
+
+@pytest.mark.slow
+def test_train_py_stream_stops_with_the_corrupt_shards_name(served, tmp_path):
+    served.corrupt.add("train_split1/shard-000002.tar")
+    proc = run_train([*FAST, "--data", served.url, "--output", str(tmp_path / "run"), "--stream",
+                      "--workers", "0", "--cache-dir", str(tmp_path / "cache")], timeout=240)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "shard-000002.tar streamed from" in proc.stderr and "is corrupt" in proc.stderr

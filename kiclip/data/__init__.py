@@ -44,6 +44,10 @@ def choose_loader_backend(shard_set: ShardSet, requested: str, device: str,
     """Ask the decoders about the shards' codecs and choose the backend (logged in one line).
 
     Raises UnsupportedCodecError (see :func:`kiclip.data.codecs.choose_backend`)."""
+    if shard_set.streamed:
+        choice = _streamed_choice(requested, where)
+        log.info("loader backend torch for %s (%s)", where, choice.reason)
+        return choice
     samples = codec_samples(shard_set)
     choice = _choose(samples, requested, device, where)
     log.info("loader backend %s for %s (codecs %s on %s: %s)", choice.name, where,
@@ -56,7 +60,23 @@ def check_loader_codecs(shards, backend: str, device: str) -> BackendChoice:
     UnsupportedCodecError before any work when it cannot read the shards (not logged: the
     loader logs its choice when it is built)."""
     shard_set = shards if isinstance(shards, ShardSet) else open_shards(shards)
+    if shard_set.streamed:
+        return _streamed_choice(backend, str(shards))
     return _choose(codec_samples(shard_set), backend, device, str(shards))
+
+
+def _streamed_choice(requested: str, where: str) -> BackendChoice:
+    """The fallback for shards streamed from a URL; RemoteDataError when DALI is asked for.
+
+    The codecs are not probed: that would read samples out of order. A video PyAV cannot
+    decode is skipped and counted like any other undecodable one."""
+    from kiclip.remote import RemoteDataError
+
+    if requested == "dali":
+        raise RemoteDataError(f"{where}: DALI reads local files only; stage the URL into a "
+                              "cache first (kiclip.remote.stage; train.py and evaluate.py do) or "
+                              "use the torch backend, which streams it")
+    return BackendChoice("torch", None, "tars streamed from a URL: only the fallback reads them")
 
 
 def _choose(samples: dict, requested: str, device: str, where: str) -> BackendChoice:
@@ -75,7 +95,8 @@ def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: i
                  num_workers: int = 2, device: str | None = None,
                  dtype: torch.dtype = torch.float32, shuffle_buffer: int = 256,
                  shuffle: bool = True, flip: bool = True):
-    """An iterable of clip batches over ``shards`` (a directory, glob, tar or list of them).
+    """An iterable of clip batches over ``shards`` (a directory, glob, tar or list of them, or
+    the URL of one make_shards folder: streamed, torch backend only, see kiclip.remote).
 
     Each batch is ``{"video": float (B·V, 3, T, S, S), "label": long (B·V,), "key": list[str],
     "view": long (B·V,), "valid": bool (B·V,), "frames": long (B·V, T)}`` where V = 1 in train

@@ -36,9 +36,16 @@ class ShardSet:
     indexes: list[str]
     samples: list[SampleRef]
     truncated: list[str] = field(default_factory=list)
+    # tar URL -> (sha256, bytes) from the manifest, for tars streamed from a URL (open_url_shards)
+    checksums: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether ``tars`` are URLs read as streams (only the fallback loader reads them)."""
+        return bool(self.checksums)
 
 
 def list_tars(shards) -> list[str]:
@@ -82,15 +89,23 @@ def _samples_from_members(tar: str, members) -> list[SampleRef]:
 def read_index(idx_path: str) -> list[tuple[str, int, int]]:
     """Members (name, offset, size) listed in a DALI webdataset index (v1.2: with names)."""
     with open(idx_path) as f:
-        header = f.readline().split()
-        if not header or header[0] != "v1.2":
-            raise ValueError(f"{idx_path}: expected a 'v1.2' DALI index, got {header[:1]}")
-        members = []
-        for line in f:
-            fields = line.split()
-            for i in range(0, len(fields), 4):
-                _ext, offset, size, name = fields[i:i + 4]
-                members.append((name, int(offset), int(size)))
+        return parse_index(f, idx_path)
+
+
+def parse_index(lines, where: str) -> list[tuple[str, int, int]]:
+    """Members (name, offset, size) of the DALI index text ``lines``; ValueError naming ``where``."""
+    lines = iter(lines)
+    header = next(lines, "").split()
+    if not header or header[0] != "v1.2":
+        raise ValueError(f"{where}: expected a 'v1.2' DALI index, got {header[:1]}")
+    members = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) % 4:
+            raise ValueError(f"{where}: a line of the index is not 'ext offset size name' groups")
+        for i in range(0, len(fields), 4):
+            _ext, offset, size, name = fields[i:i + 4]
+            members.append((name, int(offset), int(size)))
     return members
 
 
@@ -121,7 +136,14 @@ def write_index(tar: str, idx_path: str | None = None) -> str:
 
 
 def open_shards(shards) -> ShardSet:
-    """Index every tar (from its ``.idx``, else its headers); drop and report truncated ones."""
+    """Index every tar (from its ``.idx``, else its headers); drop and report truncated ones.
+
+    A URL (kiclip.remote.is_remote) of one make_shards folder is opened for streaming instead
+    (:func:`open_url_shards`)."""
+    from kiclip.remote import is_remote
+
+    if is_remote(shards):
+        return open_url_shards(shards)
     tars, indexes, samples, truncated = [], [], [], []
     for tar in list_tars(shards):
         idx = tar[:-len(".tar")] + ".idx"
@@ -143,6 +165,40 @@ def open_shards(shards) -> ShardSet:
     if not samples:
         raise ValueError(f"no readable samples in {shards!r}")
     return ShardSet(tars=tars, indexes=indexes, samples=samples, truncated=truncated)
+
+
+def open_url_shards(url: str) -> ShardSet:
+    """The make_shards folder at ``url``, for streaming: only its ``manifest.json`` and each
+    tar's ``.idx`` are fetched (into memory, nothing is written); ``tars`` are the tar URLs,
+    ``checksums`` each one's manifest sha256 and size, ``indexes`` empty (DALI cannot read it).
+    kiclip.remote.RemoteDataError names a missing or inconsistent file."""
+    from kiclip import remote
+
+    manifest_url = remote.join_url(url, remote.MANIFEST)
+    entries = remote.manifest_shards(remote.fetch_bytes(manifest_url), manifest_url)
+    tars, samples, checksums = [], [], {}
+    for entry in entries:
+        tar_url = remote.join_url(url, entry["name"])
+        idx_url = tar_url[:-len(".tar")] + ".idx"
+        try:
+            members = parse_index(remote.fetch_bytes(idx_url).decode().splitlines(), idx_url)
+        except remote.RemoteNotFound:
+            raise remote.RemoteDataError(
+                f"{idx_url} is missing: streaming {entry['name']} needs the index make_shards "
+                "writes beside each tar (or stage the folder, which rebuilds it)") from None
+        except (ValueError, UnicodeDecodeError) as err:
+            raise remote.RemoteDataError(f"{idx_url}: not a DALI index ({err})") from None
+        found = _samples_from_members(tar_url, members)
+        if "samples" in entry and len(found) != int(entry["samples"]):
+            raise remote.RemoteDataError(
+                f"{idx_url} lists {len(found)} samples but {manifest_url} says {entry['samples']}"
+                f" for {entry['name']}: upload the folder make_shards wrote again")
+        tars.append(tar_url)
+        samples.extend(found)
+        checksums[tar_url] = (str(entry["sha256"]), int(entry["bytes"]))
+    if not samples:
+        raise remote.RemoteDataError(f"{manifest_url} lists no samples")
+    return ShardSet(tars=tars, indexes=[], samples=samples, checksums=checksums)
 
 
 def _index_cache_dir() -> str:

@@ -3,7 +3,8 @@
 Each worker runs, in the order data flows (open_clip's WebDataset loader shape)::
 
     tar list (order shuffled per epoch in train mode, the same on every rank)
-      → tarfile_samples (webdataset; a tar that breaks mid-way is logged by name)
+      → tarfile_samples (webdataset; a tar that breaks mid-way is logged by name; a URL's
+                         tars are streamed and sha256-checked instead, see _streamed_samples)
       → split by rank   (the i-th sample of the stream goes to rank i mod world_size)
       → split by worker (the j-th sample of this rank goes to worker j mod num_workers)
       → shuffle buffer  (train mode; seeded by seed, epoch, rank, worker)
@@ -67,8 +68,10 @@ class ClipStream(IterableDataset):
     """
 
     def __init__(self, tars: list[str], *, mode: str, spec: ClipSpec, seed: int, epoch: int,
-                 rank: int, world_size: int, shuffle_buffer: int, shuffle: bool):
+                 rank: int, world_size: int, shuffle_buffer: int, shuffle: bool,
+                 checksums: dict[str, tuple[str, int]] | None = None):
         self.tars, self.mode, self.spec = tars, mode, spec
+        self.checksums = checksums or {}
         self.shuffle = shuffle
         self.seed, self.epoch = seed, epoch
         self.rank, self.world_size = rank, world_size
@@ -80,8 +83,7 @@ class ClipStream(IterableDataset):
         tars = list(self.tars)
         if self.shuffle:
             random.Random(self._seed("tars")).shuffle(tars)
-        samples = tariterators.tarfile_samples(({"url": t} for t in tars),
-                                               handler=_log_and_continue)
+        samples = _tar_samples(tars, self.checksums)
         streamed = [0]  # bytes read since the last item went out
         samples = _counting_bytes(samples, streamed)
         mine = (s for i, s in enumerate(samples) if i % self.world_size == self.rank)
@@ -117,6 +119,34 @@ class ClipStream(IterableDataset):
         return item
 
 
+def _tar_samples(tars: list[str], checksums: dict[str, tuple[str, int]]):
+    """Samples of ``tars`` in order: local files through webdataset's opener, URLs (those with
+    ``checksums``) through :func:`_streamed_samples`."""
+    if not checksums:
+        return tariterators.tarfile_samples(({"url": t} for t in tars), handler=_log_and_continue)
+    return _streamed_samples(tars, checksums)
+
+
+def _streamed_samples(tars: list[str], checksums: dict[str, tuple[str, int]]):
+    """Samples of URL tars, each read once front to back (kiclip.remote.ShardStream) and
+    checked against its manifest sha256 once read whole. A tar that cannot be fetched or does
+    not match stops the epoch with RemoteDataError / CorruptShardError naming it; the samples
+    read from it before that were already handed on (see docs/data.md, "Remote shards")."""
+    from kiclip.remote import RemoteDataError, ShardStream
+
+    def stop_on_remote_errors(exn: Exception) -> bool:
+        # False ends this tar's iteration; verify() below raises the stream's own error
+        return False if isinstance(exn, RemoteDataError) else _log_and_continue(exn)
+
+    for tar in tars:
+        sha256, size = checksums[tar]
+        with ShardStream(tar, sha256, size) as stream:
+            files = tariterators.tar_file_expander([{"url": tar, "stream": stream}],
+                                                   handler=stop_on_remote_errors)
+            yield from tariterators.group_by_keys(files, handler=stop_on_remote_errors)
+            stream.verify()
+
+
 def _counting_bytes(samples, streamed: list[int]):
     """Pass ``samples`` through, adding each one's member bytes to ``streamed[0]``."""
     for sample in samples:
@@ -143,7 +173,8 @@ class TorchClipLoader(ClipLoaderBase):
     def __iter__(self):
         stream = ClipStream(self.shards.tars, mode=self.mode, spec=self.spec, seed=self.seed,
                             epoch=self.epoch, rank=self.rank, world_size=self.world_size,
-                            shuffle_buffer=self.shuffle_buffer, shuffle=self.shuffle)
+                            shuffle_buffer=self.shuffle_buffer, shuffle=self.shuffle,
+                            checksums=self.shards.checksums)
         items = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
                            worker_init_fn=_worker_init if self.num_workers else None,
                            prefetch_factor=4 if self.num_workers else None)
