@@ -34,6 +34,7 @@ class DataConfig:
     num_workers: int = 2           # DataLoader workers / DALI threads
     flip: bool = True              # train-time random horizontal flip (False: left/right labels)
     shuffle: bool = True           # train order shuffled per epoch; False keeps the stored order
+    keyframe_windows: bool = False  # clip windows start on key frames (docs/data_plane.md)
     allow_mismatch: bool = False   # accept shards whose manifest names another dataset than --b2n
 
 

@@ -74,7 +74,8 @@ def evaluate_label_space(student, tokenizer, shard_set, data_cfg, *, device: tor
                           num_frames=data_cfg.num_frames, stride=data_cfg.stride,
                           image_size=data_cfg.image_size, seed=seed, rank=0, world_size=1,
                           backend=data_cfg.backend, num_views=data_cfg.num_views,
-                          num_workers=data_cfg.num_workers, device=device.type)
+                          num_workers=data_cfg.num_workers, device=device.type,
+                          keyframe_windows=data_cfg.keyframe_windows)
     loader.set_epoch(0)
 
     def logits_fn(video: torch.Tensor) -> torch.Tensor:

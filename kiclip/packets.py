@@ -99,6 +99,11 @@ def sample_packet_index(meta: dict, video_size: int) -> np.ndarray | None:
     return decode_packet_index(text, video_size, int(meta["frames"]))
 
 
+def key_frame_indices(index: np.ndarray | None) -> np.ndarray | None:
+    """Sorted frame indices of the key frames of a packet index (None for None)."""
+    return None if index is None else np.flatnonzero(index["key"]).astype(np.int64)
+
+
 def needed_packets(keys: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Which packets decoding ``frames`` needs, and where each frame lands among them.
 

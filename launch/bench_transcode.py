@@ -15,6 +15,11 @@ key-frame interval) runs make_shards `--transcode CODEC --gop N` on it and measu
     one untimed warm-up pass then `--passes` timed passes (an epoch each, first batch excluded),
     and the loaders' own count of decoded frames per clip (`decoded_frames / clips`, all
     passes). H.264 rows say n/a for DALI: its CPU decoder cannot read H.264 (GPU only).
+  - the same with key-frame windows (`data.keyframe_windows`, kiclip.data.sampling: each window
+    start moved to the nearest key frame that fits), in a second table: decoded frames per clip
+    over every start, distinct window starts per video, and the loaders run again with
+    `keyframe_windows=True` (rows with a packet index and a GOP over 1; `--no-keyframe-windows`
+    skips those loader runs).
 Then VP9 at each GOP of `--rows` and several CRFs on the first `--rq-videos` videos: the bytes
 each GOP needs for the PSNR long-GOP VP9 reaches at make_shards' settings.
 Writes OUT/table.md (the tables docs/data_plane.md shows) and OUT/results.json, and prints the
@@ -93,16 +98,25 @@ def decoded_frames_for_clip(key_frames: np.ndarray, wanted: np.ndarray) -> int:
     return len(needed_packets(is_key, wanted)[0])
 
 
+def train_window_starts(key_frames: np.ndarray, total_frames: int, num_frames: int, stride: int,
+                        aligned: bool = False) -> np.ndarray:
+    """Every train window start the sampler can draw (uniformly, kiclip.data.sampling), each
+    moved to its key frame when `aligned` (key-frame windows), in draw order."""
+    from kiclip.data.sampling import align_to_key_frames
+
+    last_start = max(total_frames - ((num_frames - 1) * stride + 1), 0)
+    starts = np.arange(last_start + 1)
+    return align_to_key_frames(starts, key_frames, last_start) if aligned else starts
+
+
 def mean_decoded_frames_per_clip(key_frames: np.ndarray, total_frames: int,
-                                 num_frames: int, stride: int) -> float:
+                                 num_frames: int, stride: int, aligned: bool = False) -> float:
     """`decoded_frames_for_clip` averaged over every train window start of a video of
-    `total_frames` frames (the sampler draws them uniformly, kiclip.data.sampling)."""
-    span = (num_frames - 1) * stride + 1
-    starts = range(max(total_frames - span, 0) + 1)
+    `total_frames` frames (`train_window_starts`; `aligned`: with key-frame windows)."""
     offsets = stride * np.arange(num_frames)
     return float(np.mean([
         decoded_frames_for_clip(key_frames, np.minimum(s + offsets, total_frames - 1))
-        for s in starts]))
+        for s in train_window_starts(key_frames, total_frames, num_frames, stride, aligned)]))
 
 
 def key_frames(video: bytes) -> np.ndarray:
@@ -146,7 +160,7 @@ def shard_videos(folder: Path):
             yield meta, f.read(sample.video[1])
 
 
-def loader_speed(folder: Path, backend: str, args) -> dict:
+def loader_speed(folder: Path, backend: str, args, keyframe_windows: bool = False) -> dict:
     """clips/s and clips per CPU-second of one loader over the shards (medians of passes)."""
     from bench_data import timed_pass
 
@@ -154,7 +168,8 @@ def loader_speed(folder: Path, backend: str, args) -> dict:
 
     loader = build_loader(str(folder), mode="train", batch_size=args.batch_size,
                           num_frames=args.frames, stride=args.stride, image_size=args.image_size,
-                          backend=backend, device="cpu", num_workers=args.workers)
+                          backend=backend, device="cpu", num_workers=args.workers,
+                          keyframe_windows=keyframe_windows)
     passes = []
     for epoch in range(args.passes + 1):  # pass 0 warms up: imports, page cache, codecs
         loader.set_epoch(epoch)
@@ -187,24 +202,42 @@ def measure_row(row: Row, corpus: Path, sources: dict, args) -> dict:
     seconds_per_video = (time.perf_counter() - start) / max(manifest["total"], 1)
     total_bytes = total_seconds = 0.0
     frames_per_clip, qualities = [], []
+    aligned_frames_per_clip, starts, aligned_starts, indexed = [], [], [], True
     for meta, video in shard_videos(folder):
         keys = key_frames(video)
         total_bytes += len(video)
         total_seconds += meta["frames"] / meta["fps"]
         frames_per_clip.append(mean_decoded_frames_per_clip(keys, meta["frames"], args.frames,
                                                             args.stride))
+        aligned_frames_per_clip.append(mean_decoded_frames_per_clip(
+            keys, meta["frames"], args.frames, args.stride, aligned=True))
+        for aligned, counts in ((False, starts), (True, aligned_starts)):
+            counts.append(len(set(train_window_starts(keys, meta["frames"], args.frames,
+                                                      args.stride, aligned).tolist())))
+        indexed = indexed and "packets" in meta
         qualities.append(psnr(decode_every(io.BytesIO(video), args.psnr_every),
                               sources[meta["video_id"]]))
     result = {"row": row.name, "codec": row.codec, "gop": row.gop, "videos": manifest["total"],
               "bytes_per_video_s": round(total_bytes / total_seconds),
               "make_shards_s_per_video": round(seconds_per_video, 2),
               "decoded_frames_per_clip": round(float(np.mean(frames_per_clip)), 1),
-              "psnr_db": round(float(np.mean(qualities)), 2)}
+              "psnr_db": round(float(np.mean(qualities)), 2),
+              "window_starts_per_video": round(float(np.mean(starts)), 1),
+              "keyframe_windows": {
+                  "decoded_frames_per_clip": round(float(np.mean(aligned_frames_per_clip)), 1),
+                  "window_starts_per_video": round(float(np.mean(aligned_starts)), 1),
+                  "loaders_run": False}}
+    # Only samples with a packet index get aligned windows; at GOP 1 nothing moves.
+    aligned_loaders = args.keyframe_windows and indexed and (row.gop or 1) > 1
     for backend in args.loaders:
         if backend == "dali" and row.codec not in DALI_CPU_CODECS:
             result[backend] = None  # DALI's CPU decoder cannot read it: GPU only
             continue
         result[backend] = loader_speed(folder, backend, args)
+        if aligned_loaders:
+            result["keyframe_windows"][backend] = loader_speed(folder, backend, args,
+                                                               keyframe_windows=True)
+            result["keyframe_windows"]["loaders_run"] = True
     log.info("%s", json.dumps(result))
     return result
 
@@ -312,6 +345,39 @@ def markdown_table(results: list[dict], loaders: list[str]) -> str:
     return "\n".join(lines)
 
 
+def markdown_keyframe_windows_table(results: list[dict], loaders: list[str]) -> str:
+    """The key-frame windows table: the rows of `results` that have a GOP over 1, unaligned
+    against aligned decode work, window starts per video, and the aligned loader runs."""
+    long_vp9 = max((r for r in results if r["codec"] == "vp9"), default=None,
+                   key=lambda r: r["gop"] or 0)
+    names = {"dali": "DALI CPU", "torch": "fallback"}
+    head = ["transcode", "× long-GOP VP9", "decoded frames/clip", "… key-frame windows",
+            "window starts/video", "… key-frame windows"]
+    for name in loaders:
+        label = names.get(name, name)
+        head += [f"{label} counted frames/clip", f"{label} clips/s", f"{label} clips/CPU-s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        if (r["gop"] or 1) <= 1:
+            continue
+        aligned = r["keyframe_windows"]
+        ratio = r["bytes_per_video_s"] / long_vp9["bytes_per_video_s"] if long_vp9 else None
+        cells = [r["row"], f"{ratio:.1f}" if ratio else "–",
+                 f"{r['decoded_frames_per_clip']:.1f}", f"{aligned['decoded_frames_per_clip']:.1f}",
+                 f"{r['window_starts_per_video']:.0f}", f"{aligned['window_starts_per_video']:.0f}"]
+        for name in loaders:
+            run = aligned.get(name)
+            if run is None:
+                reason = "n/a" if r.get(name) is None else "not run"
+                cells += [reason, reason, reason]
+                continue
+            counted = run.get("counted_decoded_frames_per_clip")
+            cells += ["–" if counted is None else f"{counted:.1f}", f"{run['clips_per_s']:.1f}",
+                      f"{run['clips_per_cpu_s']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     from shard_tools.cli_common import non_negative_int, positive_float, positive_int
 
@@ -337,6 +403,9 @@ def main(argv=None) -> int:
     p.add_argument("--rq-videos", type=non_negative_int, default=2,
                    help="videos of the VP9 rate-quality sweep (0: no sweep)")
     p.add_argument("--rq-crfs", default="32,40,48", help="CRFs of the VP9 rate-quality sweep")
+    p.add_argument("--keyframe-windows", action=argparse.BooleanOptionalAction, default=True,
+                   help="also run the loaders with key-frame windows (rows with a packet index "
+                        "and a GOP over 1); the computed columns are always filled")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[bench_transcode] %(message)s")
     logging.getLogger("make_shards").setLevel(logging.WARNING)
@@ -357,7 +426,9 @@ def main(argv=None) -> int:
     sources = source_frames(corpus, paths, args.psnr_every)
     load_before = os.getloadavg()[0]
     results = [measure_row(row, corpus, sources, args) for row in rows]
-    table = markdown_table(results, args.loaders)
+    table = (markdown_table(results, args.loaders) + "\n\nKey-frame windows "
+             "(data.keyframe_windows=true):\n\n" + markdown_keyframe_windows_table(results,
+                                                                                   args.loaders))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(table + "\n")  # kept should the sweep fail
     rq_table, rq_rows = rate_quality_table(corpus, paths, args) if args.rq_videos else ("", [])
@@ -369,7 +440,7 @@ def main(argv=None) -> int:
     summary = {"rows": results, "rate_quality": rq_rows, "machine": machine,
                "spec": {"frames": args.frames, "stride": args.stride, "videos": len(paths),
                         "batch_size": args.batch_size, "workers": args.workers,
-                        "passes": args.passes}}
+                        "passes": args.passes, "keyframe_windows": args.keyframe_windows}}
     (args.out / "results.json").write_text(json.dumps(summary, indent=1))
     print(table)
     print()

@@ -188,7 +188,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData, device_type: str) -> dict | 
                           image_size=cfg.data.image_size, seed=cfg.run.seed, rank=rank,
                           world_size=world, backend=cfg.data.backend, shuffle=cfg.data.shuffle,
                           num_workers=cfg.data.num_workers, device=device.type,
-                          flip=cfg.data.flip)
+                          flip=cfg.data.flip, keyframe_windows=cfg.data.keyframe_windows)
     steps_per_epoch = len(loader)
     total_steps = cfg.optim.epochs * steps_per_epoch
     schedule = lambda_for(cfg.optim.lr, total_steps=total_steps,

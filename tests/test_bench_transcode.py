@@ -24,6 +24,7 @@ from bench_transcode import (  # noqa: E402
     key_frames,
     mean_decoded_frames_per_clip,
     parse_rows,
+    train_window_starts,
 )
 
 SHORT = corpus.CorpusSettings(seed=5, videos=1, seconds=0.24, width=96, height=64, world_size=256)
@@ -78,6 +79,21 @@ def test_mean_decoded_frames_per_clip_is_t_times_half_gop(gop):
     # (of a size dividing 16) is drawn equally often, so the mean is T·(GOP+1)/2.
     keys = np.arange(0, 128, gop)
     assert mean_decoded_frames_per_clip(keys, 128, 8, 16) == pytest.approx(8 * (gop + 1) / 2)
+
+
+@pytest.mark.parametrize("gop", [1, 2, 4, 8, 16])
+def test_keyframe_windows_decode_t_frames_when_the_gop_divides_the_stride(gop):
+    keys = np.arange(0, 250, gop)
+    assert mean_decoded_frames_per_clip(keys, 250, 8, 16, aligned=True) == 8.0
+    starts = train_window_starts(keys, 250, 8, 16, aligned=True)
+    assert len(starts) == 250 - 113 + 1  # one per uniform draw, each moved to a key frame
+    assert set(starts.tolist()) == set(range(0, 138, gop))
+
+
+def test_keyframe_windows_still_cost_more_when_the_gop_does_not_divide_the_stride():
+    keys = np.arange(0, 250, 3)  # 16 = 5·3 + 1: the wanted frames drift through the GOP
+    aligned = mean_decoded_frames_per_clip(keys, 250, 8, 16, aligned=True)
+    assert 8 < aligned < mean_decoded_frames_per_clip(keys, 250, 8, 16)
 
 
 def test_the_count_matches_the_frames_dalis_repack_keeps(tmp_path):
@@ -135,3 +151,9 @@ def test_bench_transcode_command_writes_the_table(tmp_path):
     assert rows["vp9 gop 4"]["torch"]["counted_decoded_frames_per_clip"] <= 8 * 4
     assert [r["gop"] for r in summary["rate_quality"]] == [4, 25]
     assert "| vp9 gop 4 |" in (out / "table.md").read_text()
+    # Key-frame windows at GOP 4 and stride 2: each GOP holds the frames at phases 0 and 2.
+    aligned = rows["vp9 gop 4"]["keyframe_windows"]
+    assert aligned["decoded_frames_per_clip"] == 12.0
+    assert aligned["torch"]["counted_decoded_frames_per_clip"] == 12.0
+    assert aligned["window_starts_per_video"] < rows["vp9 gop 4"]["window_starts_per_video"]
+    assert rows["mjpeg"]["keyframe_windows"]["loaders_run"] is False

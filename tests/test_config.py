@@ -37,6 +37,11 @@ def test_layers_later_ones_win(tmp_path):
     assert parse("--cross-dataset").mode == "cross"
 
 
+def test_keyframe_windows_are_off_unless_asked():
+    assert all(parse("--b2n", name).data.keyframe_windows is False for name in B2N_PRESETS)
+    assert parse("--b2n", "k400", "--set", "data.keyframe_windows=true").data.keyframe_windows
+
+
 @pytest.mark.parametrize("argv, field", [
     (["--set", "optim.lr=0"], "optim.lr"),
     (["--set", "optim.lr=Infinity"], "optim.lr"),

@@ -132,3 +132,53 @@ def test_bench_planner_times_both_planner_paths(gop_shards, capsys):
     assert summary["with_index"] == summary["samples"] == 4
     assert set(summary["cpu_ms_per_clip"]) == set(summary["wall_ms_per_clip"]) == {"index", "demux"}
     assert all(v > 0 for v in summary["wall_ms_per_clip"].values())
+
+
+ALIGNED = {**CLIP, "stride": GOP}  # a key-frame interval dividing the stride
+
+
+def aligned_epoch(shards: Path, backend: str, mode: str = "train"):
+    loader = build_loader(shards, mode=mode, batch_size=4, seed=3, backend=backend,
+                          device="cpu", num_workers=0, keyframe_windows=True, **ALIGNED)
+    clips = {}
+    for batch in loader:
+        for i, key in enumerate(batch["key"]):
+            if batch["valid"][i]:
+                clips.setdefault(key, []).append(batch["frames"][i].tolist())
+    return loader, clips
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+@pytest.mark.parametrize("backend", [dali, "torch"])
+def test_keyframe_windows_decode_exactly_the_clip_frames(gop_shards, backend, mode):
+    loader, clips = aligned_epoch(gop_shards["indexed"], backend, mode)
+    views = 3 if mode == "test" else 1
+    assert loader.clips == len(clips) == SAMPLES
+    wanted = np.array([f for per_key in clips.values() for f in per_key])
+    assert wanted.shape == (SAMPLES * views, ALIGNED["num_frames"])
+    assert np.all(wanted % GOP == 0) and wanted.max() < 40  # every wanted frame is a key frame
+    # Test views may share frames (a 40-frame video has two key-frame starts that fit).
+    assert loader.decoded_frames == sum(len({f for view in per_key for f in view})
+                                        for per_key in clips.values())
+    if mode == "train":
+        assert loader.decoded_frames == SAMPLES * ALIGNED["num_frames"]
+
+
+@pytest.mark.dali
+@pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI is not installed")
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_keyframe_windows_plan_the_same_clips_in_both_loaders(gop_shards, mode):
+    _, torch_clips = aligned_epoch(gop_shards["indexed"], "torch", mode)
+    _, dali_clips = aligned_epoch(gop_shards["indexed"], "dali", mode)
+    assert torch_clips == dali_clips
+
+
+@pytest.mark.parametrize("backend", [dali, "torch"])
+def test_keyframe_windows_leave_samples_without_an_index_unaligned(gop_shards, backend):
+    _, aligned = aligned_epoch(gop_shards["old"], backend)
+    loader = build_loader(gop_shards["old"], mode="train", batch_size=4, seed=3, backend=backend,
+                          device="cpu", num_workers=0, **ALIGNED)
+    plain = {key: [batch["frames"][i].tolist()] for batch in loader
+             for i, key in enumerate(batch["key"]) if batch["valid"][i]}
+    assert aligned == plain
+    assert any(frames[0][0] % GOP for frames in plain.values())  # the check can fail

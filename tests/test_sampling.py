@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from kiclip.data.sampling import (
     ClipSpec,
+    align_to_key_frames,
     plan_clip,
     resized_shape,
     sample_frame_indices,
@@ -91,3 +92,73 @@ def test_resized_shape_keeps_aspect():
     assert resized_shape(240, 320, 224) == (224, 299)
     assert resized_shape(320, 240, 224) == (299, 224)
     assert resized_shape(256, 256, 224) == (224, 224)
+
+
+key_frame_sets = st.lists(st.integers(1, 399), max_size=30).map(
+    lambda rest: np.array(sorted({0, *rest}), np.int64))  # frame 0 is always a key frame
+
+
+def _plans_equal(a, b) -> bool:
+    return (np.array_equal(a.frames, b.frames) and a.frames.dtype == b.frames.dtype
+            and (a.resize, a.crop, a.flip) == (b.resize, b.crop, b.flip))
+
+
+@settings(max_examples=200, deadline=None)
+@given(videos, key_frame_sets, st.sampled_from(["train", "test"]), st.integers(0, 10**6), keys)
+def test_keyframe_windows_off_ignores_key_frames(total, key_frames, mode, seed, key):
+    spec = ClipSpec(num_frames=8, stride=16, image_size=32)
+    without = plan_clip(total, 40, 60, spec, mode=mode, seed=seed, epoch=1, key=key)
+    given_keys = plan_clip(total, 40, 60, spec, mode=mode, seed=seed, epoch=1, key=key,
+                           key_frames=key_frames)
+    assert _plans_equal(without, given_keys)
+
+
+@settings(max_examples=300, deadline=None)
+@given(videos, key_frame_sets, frames_, strides, st.sampled_from(["train", "test"]),
+       st.integers(0, 10**6), keys)
+def test_keyframe_windows_start_on_the_nearest_key_frame_that_fits(total, key_frames, t, s, mode,
+                                                                   seed, key):
+    spec = ClipSpec(num_frames=t, stride=s, image_size=32, keyframe_windows=True)
+    drawn = plan_clip(total, 40, 60, ClipSpec(num_frames=t, stride=s, image_size=32), mode=mode,
+                      seed=seed, epoch=0, key=key)
+    aligned = plan_clip(total, 40, 60, spec, mode=mode, seed=seed, epoch=0, key=key,
+                        key_frames=key_frames)
+    assert (aligned.resize, aligned.crop, aligned.flip) == (drawn.resize, drawn.crop, drawn.flip)
+    assert aligned.frames.shape == drawn.frames.shape
+    assert aligned.frames.min() >= 0 and aligned.frames.max() <= total - 1
+    last_start = max(total - ((t - 1) * s + 1), 0)
+    fitting = key_frames[key_frames <= last_start]
+    for start, was in zip(aligned.frames[:, 0], drawn.frames[:, 0]):
+        assert start in fitting
+        distance = np.abs(fitting - was)
+        nearest = fitting[distance == distance.min()][0]  # the earlier one on a tie
+        assert start == nearest
+    unclamped = aligned.frames[:, :1] + s * np.arange(t)
+    assert np.array_equal(aligned.frames, np.minimum(unclamped, total - 1))
+
+
+def test_keyframe_windows_with_a_gop_dividing_the_stride_want_only_key_frames():
+    total, gop = 250, 8
+    key_frames = np.arange(0, total, gop)
+    spec = ClipSpec(num_frames=8, stride=16, image_size=32, keyframe_windows=True)
+    for mode in ("train", "test"):
+        for key in map(str, range(50)):
+            plan = plan_clip(total, 40, 60, spec, mode=mode, seed=0, epoch=0, key=key,
+                             key_frames=key_frames)
+            assert np.all(plan.frames % gop == 0) and plan.frames.max() < total
+
+
+def test_keyframe_windows_on_a_short_video_start_at_frame_0():
+    spec = ClipSpec(num_frames=8, stride=16, image_size=32, num_views=3, keyframe_windows=True)
+    for mode in ("train", "test"):
+        plan = plan_clip(50, 40, 60, spec, mode=mode, seed=0, epoch=0, key="k",
+                         key_frames=np.array([0, 16, 32, 48]))
+        assert np.all(plan.frames[:, 0] == 0)
+        assert np.array_equal(plan.frames[0], np.minimum(16 * np.arange(8), 49))
+
+
+def test_align_to_key_frames_examples():
+    keys = np.array([0, 10, 20, 30])
+    assert align_to_key_frames(np.array([0, 4, 5, 6, 14, 15, 16, 25]), keys, 25).tolist() == [
+        0, 0, 0, 10, 10, 10, 20, 20]  # a tie goes to the earlier key; 30 does not fit
+    assert align_to_key_frames(np.array([7]), np.array([12]), 10).tolist() == [7]  # none fits

@@ -94,7 +94,7 @@ def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: i
                  world_size: int = 1, backend: str = "auto", *, num_views: int = 3,
                  num_workers: int = 2, device: str | None = None,
                  dtype: torch.dtype = torch.float32, shuffle_buffer: int = 256,
-                 shuffle: bool = True, flip: bool = True):
+                 shuffle: bool = True, flip: bool = True, keyframe_windows: bool = False):
     """An iterable of clip batches over ``shards`` (a directory, glob, tar or list of them, or
     the URL of one make_shards folder: streamed, torch backend only, see kiclip.remote).
 
@@ -114,6 +114,9 @@ def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: i
     order in train mode (clips are still randomly windowed, cropped and flipped).
     ``flip=False`` turns off the train-time horizontal flip (for labels that name a left/right
     direction, as in SSv2 or the synthetic world, a flip changes the class).
+    ``keyframe_windows=True`` moves each window start (train and test) to the nearest key frame
+    that fits, for samples with a packet index (kiclip.data.sampling, docs/data_plane.md): with
+    a key-frame interval dividing ``stride`` a clip then decodes exactly ``num_frames`` frames.
     """
     if mode not in ("train", "test"):
         raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
@@ -126,7 +129,7 @@ def build_loader(shards, mode: str = "train", batch_size: int = 8, num_frames: i
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     spec = ClipSpec(num_frames=num_frames, stride=stride, image_size=image_size,
-                    num_views=num_views, flip=flip)
+                    num_views=num_views, flip=flip, keyframe_windows=keyframe_windows)
     shard_set = shards if isinstance(shards, ShardSet) else open_shards(shards)
     where = str(shards) if not isinstance(shards, ShardSet) else \
         ", ".join(sorted({os.path.dirname(t) or "." for t in shard_set.tars}))

@@ -39,7 +39,12 @@ import torch
 from kiclip.data.loader_base import ClipLoaderBase
 from kiclip.data.sampling import CLIP_MEAN, CLIP_STD, ClipSpec, clip_rng, plan_clip
 from kiclip.data.shards import ShardSet, load_meta
-from kiclip.packets import needed_packets, sample_packet_index, slice_packets
+from kiclip.packets import (
+    key_frame_indices,
+    needed_packets,
+    sample_packet_index,
+    slice_packets,
+)
 from kiclip.rotation import ROTATIONS
 
 log = logging.getLogger(__name__)
@@ -218,8 +223,11 @@ class _Planner:
         meta = load_meta(meta_bytes.tobytes())
         key = os.path.basename(key_bytes.tobytes().decode())
         total = int(meta["frames"])
+        raw = video.tobytes()
+        index = sample_packet_index(meta, len(raw))
         plan = plan_clip(total, int(meta["height"]), int(meta["width"]), self.spec,
-                         mode=self.mode, seed=self.seed, epoch=self.epoch, key=key)
+                         mode=self.mode, seed=self.seed, epoch=self.epoch, key=key,
+                         key_frames=key_frame_indices(index))
         h, w = plan.resize
         size = self.spec.image_size
         top, left = plan.crop
@@ -229,8 +237,7 @@ class _Planner:
             raise ValueError(f"sample {key}: rotation must be one of {ROTATIONS}, got {rotation}")
         coded = (int(meta["height"]), int(meta["width"])) if rotation in (90, 270) else (
             int(meta["width"]), int(meta["height"]))
-        raw = video.tobytes()
-        packed = pack_needed_frames(raw, frames, total, index=sample_packet_index(meta, len(raw)),
+        packed = pack_needed_frames(raw, frames, total, index=index,
                                     codec=str(meta.get("codec")), coded_size=coded)
         if packed is None:
             data, decode_at = video, frames

@@ -9,6 +9,14 @@ Spec (docs/model.md §5): train takes T frames at stride s from a random window,
 videos (the last frame repeats); its short side is jittered in [S, S·256/224], then a random
 S×S crop and a random horizontal flip. Test takes V windows whose starts are spread evenly over
 the video, short side S and a centre crop.
+
+Key-frame windows (``ClipSpec.keyframe_windows``, off by default; our choice, not the
+reference's): each window start drawn as above is moved to the nearest key frame that still
+lets the window fit, so with a key-frame interval that divides the stride every wanted frame is
+a key frame and a clip decodes exactly T frames. Nearest (not "at or before", not "uniform over
+key frames") because it moves each start the least — at most half a GOP — which makes the
+aligned start distribution the one closest to the uniform one among those on key frames, and
+it consumes the same random draws, so resize, crop and flip are those of the unaligned plan.
 """
 from __future__ import annotations
 
@@ -32,6 +40,7 @@ class ClipSpec:
     image_size: int = 224
     num_views: int = 3  # test mode only; train clips are one view
     flip: bool = True   # train mode: random horizontal flip (off where left/right is the label)
+    keyframe_windows: bool = False  # move window starts to key frames (see the module doc)
 
     def __post_init__(self):
         for field in ("num_frames", "stride", "image_size", "num_views"):
@@ -67,13 +76,16 @@ def clip_rng(seed: int, epoch: int, key: str) -> np.random.Generator:
 
 def sample_frame_indices(total_frames: int, num_frames: int, stride: int, *, mode: str = "train",
                          num_views: int = 3, seed: int = 0, epoch: int = 0, key: str = "",
-                         rng: np.random.Generator | None = None) -> np.ndarray:
+                         rng: np.random.Generator | None = None,
+                         key_frames: np.ndarray | None = None) -> np.ndarray:
     """Frame indices of the clips cut from a video of ``total_frames`` frames.
 
     Returns int64 (V, T): V = 1 in train mode (a random window), V = ``num_views`` in test mode
     (window starts spread evenly from the first to the last possible start; one view is
     centred). Every index lies in [0, total_frames - 1]; a window longer than the video is
     clamped, so its tail repeats the last frame. ``rng`` overrides the (seed, epoch, key) draw.
+    ``key_frames`` (sorted frame indices of the video's key frames): each start moves to the
+    nearest one that fits (:func:`align_to_key_frames`); None keeps the starts as drawn.
     """
     if total_frames < 1:
         raise ValueError(f"a video needs at least one frame, got total_frames={total_frames}")
@@ -88,8 +100,28 @@ def sample_frame_indices(total_frames: int, num_frames: int, stride: int, *, mod
         starts = np.array([last_start // 2])
     else:
         starts = np.floor(np.linspace(0, last_start, num_views) + 0.5).astype(np.int64)
+    if key_frames is not None:
+        starts = align_to_key_frames(starts, key_frames, last_start)
     frames = starts[:, None] + stride * np.arange(num_frames)[None, :]
     return np.minimum(frames, total_frames - 1).astype(np.int64)
+
+
+def align_to_key_frames(starts: np.ndarray, key_frames: np.ndarray,
+                        last_start: int) -> np.ndarray:
+    """Each of ``starts`` moved to the nearest of ``key_frames`` in [0, ``last_start``] (the
+    earlier one on a tie), so a window from it still fits; unchanged when none is in range.
+
+    ``key_frames``: sorted frame indices. Returns int64 of the shape of ``starts``.
+    """
+    starts = np.asarray(starts, np.int64)
+    keys = np.asarray(key_frames, np.int64)
+    keys = keys[(keys >= 0) & (keys <= last_start)]
+    if keys.size == 0:
+        return starts
+    after = np.minimum(np.searchsorted(keys, starts, side="left"), keys.size - 1)
+    before = np.maximum(np.searchsorted(keys, starts, side="right") - 1, 0)
+    lo, hi = keys[before], keys[after]
+    return np.where(np.abs(hi - starts) < np.abs(starts - lo), hi, lo).astype(np.int64)
 
 
 def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
@@ -101,11 +133,17 @@ def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
 
 
 def plan_clip(total_frames: int, height: int, width: int, spec: ClipSpec, *, mode: str,
-              seed: int, epoch: int, key: str) -> ClipPlan:
-    """The full clip plan for one sample (frames, resize, crop, flip); see the module doc."""
+              seed: int, epoch: int, key: str,
+              key_frames: np.ndarray | None = None) -> ClipPlan:
+    """The full clip plan for one sample (frames, resize, crop, flip); see the module doc.
+
+    ``key_frames`` (the sample's key-frame indices, :func:`kiclip.packets.key_frame_indices`;
+    None when it has no packet index) is used only when ``spec.keyframe_windows`` is on.
+    """
     rng = clip_rng(seed, epoch, key)
     frames = sample_frame_indices(total_frames, spec.num_frames, spec.stride, mode=mode,
-                                  num_views=spec.num_views, rng=rng)
+                                  num_views=spec.num_views, rng=rng,
+                                  key_frames=key_frames if spec.keyframe_windows else None)
     size = spec.image_size
     if mode == "train":
         short = int(rng.integers(size, int(size * SCALE_JITTER) + 1))

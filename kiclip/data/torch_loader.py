@@ -35,7 +35,7 @@ from kiclip.data.loader_base import ClipLoaderBase
 from kiclip.data.sampling import ClipSpec, clip_rng, plan_clip
 from kiclip.data.shards import VIDEO_EXTS, ShardSet, load_meta
 from kiclip.data.transforms import apply_plan
-from kiclip.packets import sample_packet_index
+from kiclip.packets import key_frame_indices, sample_packet_index
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +102,19 @@ class ClipStream(IterableDataset):
     def _clip(self, sample: dict) -> dict:
         key = sample["__key__"]
         meta = load_meta(sample["json"])
+        data = next((sample[e] for e in VIDEO_EXTS if e in sample), None)
+        index = sample_packet_index(meta, len(data)) if data is not None else None
         plan = plan_clip(int(meta["frames"]), int(meta["height"]), int(meta["width"]), self.spec,
-                         mode=self.mode, seed=self.seed, epoch=self.epoch, key=key)
+                         mode=self.mode, seed=self.seed, epoch=self.epoch, key=key,
+                         key_frames=key_frame_indices(index))
         item = {"key": key, "label": int(meta["label"]), "frames": torch.from_numpy(plan.frames),
                 "video": None, "error": None, "decoded_frames": 0}
-        data = next((sample[e] for e in VIDEO_EXTS if e in sample), None)
         try:
             if data is None:
                 raise DecodeError(f"no video member (one of {VIDEO_EXTS})")
             frames, item["decoded_frames"] = decode_clip(
                 data, plan.frames.reshape(-1), rotation=int(meta.get("rotation", 0)),
-                packets=sample_packet_index(meta, len(data)), codec=meta.get("codec"))
+                packets=index, codec=meta.get("codec"))
             item["video"] = apply_plan(frames, plan, self.spec.image_size)
         except DecodeError as exn:
             item["error"] = f"{sample.get('__url__', '?')}: {exn}"
