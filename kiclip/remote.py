@@ -160,11 +160,7 @@ def fetch_manifests(url: str, folders: Sequence[str], *, optional: Sequence[str]
 
     root = staging_dir(url, cache_dir)
     root = root.with_name(root.name + "-stream")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RemoteDataError(f"cannot create the cache folder {root} for {url} ({err}); "
-                              "pass --cache-dir") from None
+    _make_cache_folder(root, url)
     with _locked(root / ".lock"):
         for folder in [*folders, *optional]:
             source = folder_url(url, folder)
@@ -185,6 +181,15 @@ def fetch_manifests(url: str, folders: Sequence[str], *, optional: Sequence[str]
     return root
 
 
+def _make_cache_folder(root: Path, url: str) -> None:
+    """Create ``root`` (the local cache of ``url``), or RemoteDataError saying to pick another."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RemoteDataError(f"cannot create the cache folder {root} for {url} ({err}); "
+                              "pass --cache-dir") from None
+
+
 def localize_folder(data: str, cache_dir: str | Path | None = None) -> Path:
     """``data`` as a Path when local; for a URL of one make_shards folder, its staged copy."""
     if not is_remote(data):
@@ -199,11 +204,7 @@ def stage(url: str, folders: Sequence[str], *, optional: Sequence[str] = (),
     copy of it removed). Processes staging the same URL at once take turns (a file lock), so
     the ranks of one machine download once. Raises RemoteDataError naming what failed."""
     root = staging_dir(url, cache_dir)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise RemoteDataError(f"cannot create the cache folder {root} for {url} ({err}); "
-                              "pass --cache-dir") from None
+    _make_cache_folder(root, url)
     with _locked(root / ".lock"):
         for folder in folders:
             stage_folder(url, folder, root / folder, progress=progress)
