@@ -5,6 +5,7 @@ Examples:
   python launch/experiment_b2n.py --synthetic                          # 3 seeds + mix study
   python launch/experiment_b2n.py --synthetic --seeds 0 --no-mix-study --epochs 2   # a quick look
   python launch/experiment_b2n.py --synthetic --seeds 0 --methods finetune   # one arm, one seed
+  python launch/experiment_b2n.py --synthetic --lr-sweep 3e-4,7e-4,1e-3,2e-3   # where KI helps
 
 Runs the product's own commands as subprocesses, in the order the data flows:
 make_synthetic (48-class world with motion trails) → make_splits (parity rule, 16 shots per
@@ -15,6 +16,9 @@ study: KICLIP with --mix 0.75, beside 0.5 (the kiclip arm) and 1.0 (nothing inje
 arm). All runs start from the pre-trained tiny teacher
 (launch/pretrain_teacher.py; trained first if --teacher does not exist). Writes
 OUTPUT/science.json, OUTPUT/science_mix.json, docs/science.md and its bar chart.
+--lr-sweep instead trains every method and seed at each lr (4 epochs and 20 test videos per
+class unless --epochs / --test-per-class say otherwise) and writes OUTPUT/science_lr_sweep.json,
+docs/science_lr_sweep.png and the sweep's own section of docs/science.md, in place.
 
 Seed i of --seeds trains on few-shot split i+1 (make_splits draws split k with seed k) with
 --seed set to the seed value (init of the projectors, data order, augmentation, templates).
@@ -35,7 +39,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,10 +162,14 @@ def prepare_data(s: ExperimentSettings, work: Path, run: Runner) -> Path:
 
 
 def train_and_average(s: ExperimentSettings, shards: Path, work: Path, run: Runner,
-                      method: str, seed_index: int, mix: float | None = None) -> Path:
-    """One train.py run + average_weights.py; returns averaged.pt (reused when up to date)."""
+                      method: str, seed_index: int, mix: float | None = None,
+                      lr_in_name: bool = False) -> Path:
+    """One train.py run + average_weights.py; returns averaged.pt (reused when up to date).
+
+    lr_in_name: the run folder names s.lr (the lr sweep keeps one folder per lr)."""
     seed = s.seeds[seed_index]
-    tag = f"{method}_seed{seed}" + (f"_mix{mix}" if mix is not None else "")
+    tag = (f"{method}_seed{seed}" + (f"_mix{mix}" if mix is not None else "")
+           + (f"_lr{s.lr:g}" if lr_in_name else ""))
     run_dir = work / "runs" / tag
     averaged = run_dir / "averaged.pt"
     stamp = run_dir / "experiment_key.txt"
@@ -232,6 +240,37 @@ def run_experiment(s: ExperimentSettings, work: Path, jobs: int = 2, mix_study: 
     return {"main": main, "mix": mix, "wall": wall}
 
 
+def run_lr_sweep(s: ExperimentSettings, lrs: list[float], work: Path, jobs: int = 2) -> dict:
+    """Every method × seed of ``s`` at each lr, plus the teacher zero-shot; returns
+    {"teacher": runs, "by_lr": {lr: {method: per-seed runs}}, "wall": {...}}.
+
+    Trainings are queued lr by lr (the lowest first), so a run cut short leaves whole lrs,
+    which a rerun reuses; evaluation starts when every training is done.
+    """
+    started = time.perf_counter()
+    run = Runner(work)
+    shards = prepare_data(s, work, run)
+    wall = {"data_s": time.perf_counter() - started}
+    at = {lr: replace(s, lr=lr) for lr in lrs}
+    seeds = range(len(s.seeds))
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        teacher = pool.submit(evaluate, s, shards, work, run, "teacher", None)
+        trained = {(lr, m, i): pool.submit(train_and_average, at[lr], shards, work, run, m, i,
+                                           None, True)
+                   for lr in lrs for m in s.methods for i in seeds}
+        checkpoints = {task: future.result() for task, future in trained.items()}
+        wall["train_s"] = time.perf_counter() - t0
+        evals = {(lr, m): pool.submit(evaluate, at[lr], shards, work, run, f"{m}_lr{lr:g}",
+                                      [checkpoints[(lr, m, i)] for i in seeds])
+                 for lr in lrs for m in s.methods}
+        by_lr = {lr: {m: evals[(lr, m)].result() for m in s.methods} for lr in lrs}
+        teacher_runs = teacher.result()
+    wall["train_and_eval_s"] = time.perf_counter() - t0
+    wall["total_s"] = time.perf_counter() - started
+    return {"teacher": teacher_runs, "by_lr": by_lr, "wall": wall}
+
+
 PREAMBLE = """# Science check: forgetting, distillation and knowledge injection (issue 6)
 
 **What is tested.** A tiny CLIP (`kiclip-tiny`) is pre-trained contrastively on single frames
@@ -251,6 +290,23 @@ few-shot split and one init seed per seed, then the same KICLIP with other injec
 """
 
 
+# The lr sweep trains 4 lrs × 3 methods × 3 seeds: shorter runs and a smaller test set keep it
+# within half an hour on 2 cores.
+SWEEP_EPOCHS = 4
+SWEEP_TEST_PER_CLASS = 20
+
+
+def _learning_rates(text: str) -> list[float]:
+    try:
+        lrs = sorted({float(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        lrs = []
+    if not lrs or any(not 0 < lr < 1 for lr in lrs):
+        raise argparse.ArgumentTypeError(f"expected comma-separated learning rates in (0, 1), e.g. "
+                                         f"3e-4,7e-4,1e-3; got {text!r}")
+    return lrs
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = ExperimentSettings()
     parser = argparse.ArgumentParser(
@@ -265,18 +321,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default="results", help="folder for science.json (default results/)")
     parser.add_argument("--doc", default="docs/science.md",
                         help="markdown report (the chart goes beside it; default docs/science.md)")
-    parser.add_argument("--work", default="runs/science",
-                        help="data, shards, runs and logs (default runs/science)")
+    parser.add_argument("--work", help="data, shards, runs and logs (default runs/science; "
+                        "runs/science_lr with --lr-sweep)")
     parser.add_argument("--teacher", help="pre-trained tiny CLIP (default cache/teacher/kiclip-tiny.pt, "
                         "-48.pt for --preset science); trained with pretrain_teacher.py if missing")
     parser.add_argument("--preset", choices=("synthetic", "science"), default=d.preset,
                         help="train/evaluate preset: synthetic (32 px) or science (48 px); the "
                         "teacher must be pre-trained at the same size")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--epochs", type=int,
+                        help=f"training epochs (default {d.epochs}; {SWEEP_EPOCHS} with --lr-sweep)")
     parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--lr-sweep", metavar="LR,LR,...", type=_learning_rates,
+                        help="instead of the main table and the mix study: every method and seed at "
+                        "each of these peak lrs (e.g. 3e-4,7e-4,1e-3,2e-3); writes "
+                        "OUTPUT/science_lr_sweep.json, the chart science_lr_sweep.png beside --doc "
+                        "and the sweep's section of --doc (the rest of the file is kept)")
     parser.add_argument("--views", type=int, default=d.views, help="temporal views at test time")
-    parser.add_argument("--test-per-class", type=int, default=d.test_per_class,
-                        help="test videos per class (default 40: s.e. of one accuracy ≤ 1.6 points)")
+    parser.add_argument("--test-per-class", type=int,
+                        help=f"test videos per class (default {d.test_per_class}: s.e. of one accuracy "
+                        f"≤ 1.6 points; {SWEEP_TEST_PER_CLASS} with --lr-sweep: ≤ 2.3)")
     parser.add_argument("--mix", default=",".join(map(str, d.mix_values)),
                         help="injection mixes studied besides 0.5 (kiclip) and 1.0 (the distill arm, "
                         "which injects nothing); default 0.75")
@@ -297,16 +360,19 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := set(methods) - set(METHOD_FLAGS):
         print(f"experiment_b2n.py: error: unknown --methods {sorted(unknown)}", file=sys.stderr)
         return 2
-    mix_study = not args.no_mix_study and "kiclip" in methods
+    sweep = args.lr_sweep
+    mix_study = not args.no_mix_study and "kiclip" in methods and not sweep
+    d = ExperimentSettings()
     settings = ExperimentSettings(
-        seeds=seeds, methods=methods, epochs=args.epochs, preset=args.preset, lr=args.lr, views=args.views,
-        test_per_class=args.test_per_class,
+        seeds=seeds, methods=methods, preset=args.preset, lr=args.lr, views=args.views,
+        epochs=args.epochs or (SWEEP_EPOCHS if sweep else d.epochs),
+        test_per_class=args.test_per_class or (SWEEP_TEST_PER_CLASS if sweep else d.test_per_class),
         teacher=args.teacher or TEACHERS[args.preset],
         # 0.5 is the kiclip arm and 1.0 (nothing injected) the distill arm: not trained twice.
         mix_values=[v for v in (float(x) for x in args.mix.split(",") if x.strip())
                     if v not in (0.5, 1.0)] if mix_study else [])
     started = time.perf_counter()
-    work = (ROOT / args.work) if not Path(args.work).is_absolute() else Path(args.work)
+    work = _under_root(args.work or ("runs/science_lr" if sweep else "runs/science"))
 
     teacher_path = ROOT / settings.teacher
     if not teacher_path.is_file():
@@ -319,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                      B2N_PRESETS[settings.preset]["data.image_size"])
     teacher_s = time.perf_counter() - started
 
+    if sweep:
+        return _lr_sweep_main(args, argv, settings, work, teacher_s, started)
     outcome = run_experiment(settings, work, jobs=args.jobs, mix_study=mix_study)
 
     from kiclip.science import aggregate, check_claims, write_report
@@ -354,6 +422,59 @@ def main(argv: list[str] | None = None) -> int:
         for item in check_claims(results):
             print(f"[{'ok' if item['holds'] else 'NO'}] {item['claim']}  ({item['values']})")
     print(f"wrote {paths['json']} and {paths['doc']} in {wall['all_s'] / 60:.1f} min")
+    return 0
+
+
+def _under_root(path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else ROOT / path
+
+
+def _lr_sweep_main(args, argv, settings: ExperimentSettings, work: Path, teacher_s: float,
+                   started: float) -> int:
+    """--lr-sweep: run it, write the json, the chart and the doc's sweep section, print the table."""
+    import resource
+
+    from kiclip.science.sweep import (
+        replace_section,
+        summarise_sweep,
+        sweep_json,
+        sweep_section,
+        sweep_table,
+        write_sweep_chart,
+    )
+
+    load_before = os.getloadavg()
+    outcome = run_lr_sweep(settings, args.lr_sweep, work, jobs=args.jobs)
+    sweep = summarise_sweep(outcome["teacher"], outcome["by_lr"])
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = {**outcome["wall"], "teacher_s": teacher_s, "all_s": time.perf_counter() - started,
+            # CPU time of every subprocess: what the sweep costs on an otherwise idle machine
+            "subprocess_cpu_s": children.ru_utime + children.ru_stime}
+    load = {"load_1min_at_start": load_before[0], "load_1min_at_end": os.getloadavg()[0]}
+    command = " ".join(["python", "launch/experiment_b2n.py", *(argv or sys.argv[1:])])
+    record = {**asdict(settings), "lrs": args.lr_sweep, "test_videos": 48 * settings.test_per_class,
+              "train_videos": 24 * settings.shots, "wall_s": wall, "load": load, "jobs": args.jobs,
+              "threads_per_process": 1, "teacher_sha256": _file_digest(ROOT / settings.teacher),
+              "command": command}
+    record.pop("lr")
+    record.pop("mix_values")
+    doc = _under_root(args.doc)
+    chart = doc.parent / "science_lr_sweep.png"
+    write_sweep_chart(sweep, chart)
+    output = _under_root(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "science_lr_sweep.json").write_text(json.dumps(sweep_json(sweep, record), indent=2) + "\n")
+    provenance = (f"`{command}`: {len(args.lr_sweep)} lrs × {len(settings.methods)} methods × "
+                  f"{len(settings.seeds)} seeds, {settings.epochs} epochs each, "
+                  f"{settings.test_per_class} test videos per class; {wall['all_s'] / 60:.1f} min "
+                  f"wall on {os.cpu_count()} CPU cores, {args.jobs} subprocesses side by side "
+                  f"(1-min load average {load['load_1min_at_start']:.1f} at the start, "
+                  f"{load['load_1min_at_end']:.1f} at the end; the subprocesses used "
+                  f"{wall['subprocess_cpu_s'] / 60:.1f} CPU-minutes).")
+    replace_section(doc, sweep_section(sweep, record, provenance, chart.name))
+    print(sweep_table(sweep))
+    print(f"wrote {output / 'science_lr_sweep.json'}, {chart} and the sweep section of {doc} "
+          f"in {wall['all_s'] / 60:.1f} min")
     return 0
 
 
