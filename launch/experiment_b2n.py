@@ -191,15 +191,16 @@ def train_and_average(s: ExperimentSettings, shards: Path, work: Path, run: Runn
 
 
 def evaluate(s: ExperimentSettings, shards: Path, work: Path, run: Runner, name: str,
-             checkpoints: list[Path] | None) -> list[dict]:
-    """evaluate.py on the checkpoints (or the frozen teacher); per-run {"seed","base","novel"}."""
+             checkpoints: list[Path] | None, seeds: list[int] | None = None) -> list[dict]:
+    """evaluate.py on the checkpoints (or the frozen teacher); per-run {"seed","base","novel"},
+    checkpoint i labelled with seeds[i] (default s.seeds)."""
     out = work / "eval" / name
     source = (["--checkpoint", *checkpoints] if checkpoints else
               ["--frozen-clip", "--pretrained", ROOT / s.teacher, "--model", "kiclip-tiny"])
     run(f"evaluate_{name}", "launch/evaluate.py", "--b2n", s.preset, "--data", shards,
         *source, "--views", s.views, "--output", out)
     runs = json.loads((out / "results.json").read_text())["runs"]
-    seeds = s.seeds if checkpoints else [None]
+    seeds = (seeds or s.seeds) if checkpoints else [None]
     return [{"seed": seed, "base": r["base"], "novel": r["novel"]} for seed, r in zip(seeds, runs)]
 
 
@@ -245,7 +246,8 @@ def run_lr_sweep(s: ExperimentSettings, lrs: list[float], work: Path, jobs: int 
     {"teacher": runs, "by_lr": {lr: {method: per-seed runs}}, "wall": {...}}.
 
     Trainings are queued lr by lr (the lowest first), so a run cut short leaves whole lrs,
-    which a rerun reuses; evaluation starts when every training is done.
+    which a rerun reuses; evaluation starts when every training is done, one evaluate.py per
+    lr for all its checkpoints (a process start-up costs as much as a few hundred videos).
     """
     started = time.perf_counter()
     run = Runner(work)
@@ -261,10 +263,13 @@ def run_lr_sweep(s: ExperimentSettings, lrs: list[float], work: Path, jobs: int 
                    for lr in lrs for m in s.methods for i in seeds}
         checkpoints = {task: future.result() for task, future in trained.items()}
         wall["train_s"] = time.perf_counter() - t0
-        evals = {(lr, m): pool.submit(evaluate, at[lr], shards, work, run, f"{m}_lr{lr:g}",
-                                      [checkpoints[(lr, m, i)] for i in seeds])
-                 for lr in lrs for m in s.methods}
-        by_lr = {lr: {m: evals[(lr, m)].result() for m in s.methods} for lr in lrs}
+        evals = {lr: pool.submit(evaluate, at[lr], shards, work, run, f"lr{lr:g}",
+                                 [checkpoints[(lr, m, i)] for m in s.methods for i in seeds],
+                                 s.seeds * len(s.methods))
+                 for lr in lrs}
+        n = len(s.seeds)
+        by_lr = {lr: {m: evals[lr].result()[k * n:(k + 1) * n] for k, m in enumerate(s.methods)}
+                 for lr in lrs}
         teacher_runs = teacher.result()
     wall["train_and_eval_s"] = time.perf_counter() - t0
     wall["total_s"] = time.perf_counter() - started
@@ -445,7 +450,7 @@ def _lr_sweep_main(args, argv, settings: ExperimentSettings, work: Path, teacher
 
     load_before = os.getloadavg()
     outcome = run_lr_sweep(settings, args.lr_sweep, work, jobs=args.jobs)
-    sweep = summarise_sweep(outcome["teacher"], outcome["by_lr"])
+    sweep = summarise_sweep(outcome["teacher"], outcome["by_lr"], 48 * settings.test_per_class)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = {**outcome["wall"], "teacher_s": teacher_s, "all_s": time.perf_counter() - started,
             # CPU time of every subprocess: what the sweep costs on an otherwise idle machine

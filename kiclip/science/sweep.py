@@ -20,13 +20,14 @@ SECTION_END = "<!-- lr sweep: end -->"
 SHORT = {"finetune": "fine-tune", "distill": "distill", "kiclip": "KICLIP"}
 
 
-def summarise_sweep(teacher: Sequence[Mapping], by_lr: Mapping[float, Mapping[str, Sequence[Mapping]]]
-                    ) -> dict:
+def summarise_sweep(teacher: Sequence[Mapping], by_lr: Mapping[float, Mapping[str, Sequence[Mapping]]],
+                    test_videos: int | None = None) -> dict:
     """{"teacher": summary, "lrs": [lr...], "by_lr": {lr: {method: summary}},
     "ki_minus_distill": {lr: {"hm": (mean, se), "novel": (mean, se), "base": (mean, se)}}}.
 
-    The difference is paired over seeds (mean of per-seed differences, s.e. = their std / √n);
-    it is present only at lrs where both kiclip and distill ran.
+    The difference is paired over seeds (mean of per-seed differences, s.e. = their std / √n;
+    with one seed, the binomial error of ``test_videos``); it is present only at lrs where both
+    kiclip and distill ran.
     """
     lrs = sorted(by_lr)
     out = {"teacher": aggregate({"teacher": teacher})["teacher"], "lrs": lrs,
@@ -34,7 +35,8 @@ def summarise_sweep(teacher: Sequence[Mapping], by_lr: Mapping[float, Mapping[st
     for lr in lrs:
         arms = out["by_lr"][lr]
         if "kiclip" in arms and "distill" in arms:
-            out["ki_minus_distill"][lr] = {m: paired_difference(arms["kiclip"], arms["distill"], m)
+            out["ki_minus_distill"][lr] = {m: paired_difference(arms["kiclip"], arms["distill"], m,
+                                                                test_videos)
                                            for m in ("base", "novel", "hm")}
     return out
 
@@ -69,7 +71,7 @@ def sweep_reading(sweep: Mapping) -> list[str]:
         mean, se = d["hm"]
         n = sweep["by_lr"][lr]["kiclip"]["n"]
         if n < 2:
-            verdict = "one seed: no paired s.e."
+            verdict = "one seed: s.e. of the test set only"
         elif mean > 2 * se:
             verdict = "KICLIP above distillation by more than two s.e."
         elif mean < -2 * se:
