@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {**asdict(settings), "test_videos": 48 * settings.test_per_class,
               "train_videos": 24 * settings.shots, "wall_s": wall, "jobs": args.jobs,
               "threads_per_process": 1, "teacher_sha256": _file_digest(teacher_path),
-              "train_flip": False, "preset": "synthetic (kiclip-tiny, 8 frames at stride 2, 32 px)",
+              "train_flip": False, "preset": _preset_description(settings.preset),
               "command": " ".join(["python", "launch/experiment_b2n.py", *(argv or sys.argv[1:])])}
     teacher_record = teacher_path.with_suffix(teacher_path.suffix + ".json")
     if teacher_record.is_file():
@@ -428,6 +428,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{'ok' if item['holds'] else 'NO'}] {item['claim']}  ({item['values']})")
     print(f"wrote {paths['json']} and {paths['doc']} in {wall['all_s'] / 60:.1f} min")
     return 0
+
+
+def _preset_description(name: str) -> str:
+    from kiclip.config import B2N_PRESETS
+
+    p = B2N_PRESETS[name]
+    return (f"{name} ({p['model.model_name']}, {p['data.num_frames']} frames at stride "
+            f"{p['data.stride']}, {p['data.image_size']} px)")
 
 
 def _under_root(path: str) -> Path:
@@ -463,6 +471,7 @@ def _lr_sweep_main(args, argv, settings: ExperimentSettings, work: Path, teacher
               "command": command}
     record.pop("lr")
     record.pop("mix_values")
+    record["preset"] = _preset_description(settings.preset)
     doc = _under_root(args.doc)
     chart = doc.parent / "science_lr_sweep.png"
     write_sweep_chart(sweep, chart)
