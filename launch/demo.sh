@@ -45,6 +45,8 @@ wait_all() {
   for pid in "$@"; do wait "$pid" || failed=1; done
   return "$failed"
 }
+# up_to_date DIR WHAT: DIR was made from WHAT (its .demo-inputs says so), so it can be reused
+up_to_date() { [ -f "$1/.demo-inputs" ] && [ "$(cat "$1/.demo-inputs")" = "$2" ]; }
 
 # The science check's world (docs/science.md): objects of radius 0.16-0.22 of the edge and
 # motion trails, so one 32-px frame shows colour, shape and direction.
@@ -59,12 +61,13 @@ step "in parallel: pre-training the teacher → $teacher  |  synthetic videos �
 run pretrain_teacher "$py" launch/pretrain_teacher.py --synthetic --out "$teacher" \
   --object-radius 0.16,0.22 --no-progress &
 teacher_pid=$!
+data_inputs="$shots $test_per_class ${world[*]}"
 make_data() {
-  if [ ! -f "$out/synthetic/world.json" ]; then
-    run make_synthetic "$py" shard_tools/make_synthetic.py --out "$out/synthetic" --seed 0 \
-      --clips-per-class "$shots" --val-per-class "$test_per_class" "${world[@]}" --workers 1 \
-      --no-progress
-  fi
+  if up_to_date "$out/synthetic" "$data_inputs"; then return 0; fi
+  rm -rf "$out/synthetic" "$out/splits" "$out/shards"
+  run make_synthetic "$py" shard_tools/make_synthetic.py --out "$out/synthetic" --seed 0 \
+    --clips-per-class "$shots" --val-per-class "$test_per_class" "${world[@]}" --workers 1 \
+    --no-progress
   run make_splits "$py" shard_tools/make_splits.py --dataset synthetic \
     --synthetic-dir "$out/synthetic" --out "$out/splits" --shots "$shots" --splits 1
   local name list classes
@@ -79,6 +82,7 @@ make_data() {
       --samples-per-shard 256 --workers 1 --no-progress
     run "inspect_shards_$name" "$py" shard_tools/inspect_shards.py "$out/shards/$name"
   done
+  echo "$data_inputs" > "$out/synthetic/.demo-inputs"
 }
 make_data &
 data_pid=$!
@@ -88,11 +92,15 @@ tail -n 1 "$logs/pretrain_teacher.log"
 # train ARM FLAGS...: fine-tune the teacher on the base classes, then average epochs 2..last
 train() {
   local arm="$1"; shift
+  local inputs
+  inputs="$data_inputs $epochs $lr $* $(sha256sum "$teacher" | cut -c1-16)"
+  if up_to_date "$out/runs/$arm" "$inputs"; then return 0; fi
   run "train_$arm" "$py" launch/train.py --b2n synthetic --data "$out/shards" \
     --pretrained "$teacher" --output "$out/runs/$arm" --epochs "$epochs" --lr "$lr" \
     --workers 1 --seed 0 --no-resume --set run.eval_at_end=false \
     --set optim.warmup_epochs=0.5 "$@"
   run "average_$arm" "$py" launch/average_weights.py "$out/runs/$arm"
+  echo "$inputs" > "$out/runs/$arm/.demo-inputs"
 }
 # evaluate NAME SOURCE...: Base / Novel / HM on the held-out videos → OUT/eval/NAME
 evaluate() {
