@@ -37,6 +37,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -102,7 +103,9 @@ def _file_digest(path: Path) -> str:
 
 
 class Runner:
-    """Runs the product's commands as single-threaded subprocesses, logging each to a file."""
+    """Runs the product's commands as single-threaded subprocesses, logging each to a file and
+    adding up their CPU time (``cpu_s``; ``reused_cpu_s`` for training runs reused from disk),
+    the cost of the experiment on an otherwise idle machine."""
 
     def __init__(self, work: Path, python: str = sys.executable):
         self.work = work
@@ -113,20 +116,35 @@ class Runner:
                     "PYTHONHASHSEED": "0", "TOKENIZERS_PARALLELISM": "false"}
         self.env["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT)] + ([self.env["PYTHONPATH"]] if self.env.get("PYTHONPATH") else []))
+        self.cpu_s = 0.0
+        self.reused_cpu_s = 0.0
+        self._lock = threading.Lock()
 
-    def __call__(self, name: str, script: str, *args: str) -> None:
+    def __call__(self, name: str, script: str, *args: str) -> float:
+        """Run one script to completion; returns its CPU seconds (its own and its children's)."""
         command = [self.python, str(ROOT / script), *map(str, args)]
         started = time.perf_counter()
         with open(self.logs / f"{name}.log", "w") as out:
             out.write(" ".join(command) + "\n")
             out.flush()
-            done = subprocess.run(command, cwd=ROOT, env=self.env, stdout=out, check=False,
-                                  stderr=subprocess.STDOUT)
-        if done.returncode != 0:
+            proc = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+            # wait4 rather than wait: it also returns the process's resource usage
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        cpu = usage.ru_utime + usage.ru_stime
+        with self._lock:
+            self.cpu_s += cpu
+        if proc.returncode != 0:
             tail = (self.logs / f"{name}.log").read_text().splitlines()[-15:]
-            raise RuntimeError(f"{name} failed (exit {done.returncode}); last lines of "
+            raise RuntimeError(f"{name} failed (exit {proc.returncode}); last lines of "
                                f"{self.logs / name}.log:\n" + "\n".join(tail))
-        log.info("%-28s %6.1f s", name, time.perf_counter() - started)
+        log.info("%-28s %6.1f s wall %6.1f s CPU", name, time.perf_counter() - started, cpu)
+        return cpu
+
+    def add_reused(self, cpu: float) -> None:
+        with self._lock:
+            self.reused_cpu_s += cpu
 
 
 def prepare_data(s: ExperimentSettings, work: Path, run: Runner) -> Path:
@@ -174,18 +192,21 @@ def train_and_average(s: ExperimentSettings, shards: Path, work: Path, run: Runn
     averaged = run_dir / "averaged.pt"
     stamp = run_dir / "experiment_key.txt"
     key = s.train_key()
+    cost = run_dir / "cpu_seconds.txt"
     if averaged.is_file() and stamp.is_file() and stamp.read_text() == key:
         log.info("%-28s reused", tag)
+        run.add_reused(float(cost.read_text()) if cost.is_file() else 0.0)
         return averaged
     flags = list(METHOD_FLAGS[method]) + (["--mix", mix] if mix is not None else [])
-    run(f"train_{tag}", "launch/train.py", "--b2n", s.preset, "--data", shards,
+    cpu = run(f"train_{tag}", "launch/train.py", "--b2n", s.preset, "--data", shards,
         "--split", seed_index + 1, "--seed", seed, "--pretrained", ROOT / s.teacher,
         "--output", run_dir, "--epochs", s.epochs, "--lr", s.lr, "--batch-size", s.batch_size,
         "--workers", 1, "--no-resume", "--set", "run.eval_at_end=false",
         "--set", f"optim.warmup_epochs={s.warmup_epochs}", "--set", "run.log_every=1000",
         # a horizontal flip turns "moving left" into "moving right": off for this world
         "--set", "data.flip=false", *flags)
-    run(f"average_{tag}", "launch/average_weights.py", run_dir)
+    cpu += run(f"average_{tag}", "launch/average_weights.py", run_dir)
+    cost.write_text(f"{cpu:.1f}")
     stamp.write_text(key)
     return averaged
 
@@ -245,7 +266,7 @@ def run_lr_sweep(s: ExperimentSettings, lrs: list[float], work: Path, jobs: int 
     """Every method × seed of ``s`` at each lr, plus the teacher zero-shot; returns
     {"teacher": runs, "by_lr": {lr: {method: per-seed runs}}, "wall": {...}}.
 
-    Trainings are queued lr by lr (the lowest first), so a run cut short leaves whole lrs,
+    Trainings are queued lr by lr in the order given, so a run cut short leaves whole lrs,
     which a rerun reuses; evaluation starts when every training is done, one evaluate.py per
     lr for all its checkpoints (a process start-up costs as much as a few hundred videos).
     """
@@ -273,6 +294,8 @@ def run_lr_sweep(s: ExperimentSettings, lrs: list[float], work: Path, jobs: int 
         teacher_runs = teacher.result()
     wall["train_and_eval_s"] = time.perf_counter() - t0
     wall["total_s"] = time.perf_counter() - started
+    wall["subprocess_cpu_s"] = run.cpu_s
+    wall["reused_cpu_s"] = run.reused_cpu_s
     return {"teacher": teacher_runs, "by_lr": by_lr, "wall": wall}
 
 
@@ -303,7 +326,7 @@ SWEEP_TEST_PER_CLASS = 20
 
 def _learning_rates(text: str) -> list[float]:
     try:
-        lrs = sorted({float(x) for x in text.split(",") if x.strip()})
+        lrs = list(dict.fromkeys(float(x) for x in text.split(",") if x.strip()))
     except ValueError:
         lrs = []
     if not lrs or any(not 0 < lr < 1 for lr in lrs):
@@ -338,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=d.lr)
     parser.add_argument("--lr-sweep", metavar="LR,LR,...", type=_learning_rates,
                         help="instead of the main table and the mix study: every method and seed at "
-                        "each of these peak lrs (e.g. 3e-4,7e-4,1e-3,2e-3); writes "
+                        "each of these peak lrs (e.g. 3e-4,7e-4,1e-3,2e-3; trained in this order); writes "
                         "OUTPUT/science_lr_sweep.json, the chart science_lr_sweep.png beside --doc "
                         "and the sweep's section of --doc (the rest of the file is kept)")
     parser.add_argument("--views", type=int, default=d.views, help="temporal views at test time")
@@ -445,8 +468,6 @@ def _under_root(path: str) -> Path:
 def _lr_sweep_main(args, argv, settings: ExperimentSettings, work: Path, teacher_s: float,
                    started: float) -> int:
     """--lr-sweep: run it, write the json, the chart and the doc's sweep section, print the table."""
-    import resource
-
     from kiclip.science.sweep import (
         replace_section,
         summarise_sweep,
@@ -459,10 +480,7 @@ def _lr_sweep_main(args, argv, settings: ExperimentSettings, work: Path, teacher
     load_before = os.getloadavg()
     outcome = run_lr_sweep(settings, args.lr_sweep, work, jobs=args.jobs)
     sweep = summarise_sweep(outcome["teacher"], outcome["by_lr"], 48 * settings.test_per_class)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall = {**outcome["wall"], "teacher_s": teacher_s, "all_s": time.perf_counter() - started,
-            # CPU time of every subprocess: what the sweep costs on an otherwise idle machine
-            "subprocess_cpu_s": children.ru_utime + children.ru_stime}
+    wall = {**outcome["wall"], "teacher_s": teacher_s, "all_s": time.perf_counter() - started}
     load = {"load_1min_at_start": load_before[0], "load_1min_at_end": os.getloadavg()[0]}
     command = " ".join(["python", "launch/experiment_b2n.py", *(argv or sys.argv[1:])])
     record = {**asdict(settings), "lrs": args.lr_sweep, "test_videos": 48 * settings.test_per_class,
@@ -478,13 +496,17 @@ def _lr_sweep_main(args, argv, settings: ExperimentSettings, work: Path, teacher
     output = _under_root(args.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "science_lr_sweep.json").write_text(json.dumps(sweep_json(sweep, record), indent=2) + "\n")
+    cpu = wall["subprocess_cpu_s"] + wall["reused_cpu_s"]
     provenance = (f"`{command}`: {len(args.lr_sweep)} lrs × {len(settings.methods)} methods × "
                   f"{len(settings.seeds)} seeds, {settings.epochs} epochs each, "
                   f"{settings.test_per_class} test videos per class; {wall['all_s'] / 60:.1f} min "
                   f"wall on {os.cpu_count()} CPU cores, {args.jobs} subprocesses side by side "
                   f"(1-min load average {load['load_1min_at_start']:.1f} at the start, "
-                  f"{load['load_1min_at_end']:.1f} at the end; the subprocesses used "
-                  f"{wall['subprocess_cpu_s'] / 60:.1f} CPU-minutes).")
+                  f"{load['load_1min_at_end']:.1f} at the end). Its processes need "
+                  f"{cpu / 60:.1f} CPU-minutes"
+                  + (f" ({wall['reused_cpu_s'] / 60:.1f} of them by training runs reused from an "
+                     "earlier, interrupted run)" if wall["reused_cpu_s"] else "")
+                  + f", so at least {cpu / 120:.1f} min on 2 idle cores.")
     replace_section(doc, sweep_section(sweep, record, provenance, chart.name))
     print(sweep_table(sweep))
     print(f"wrote {output / 'science_lr_sweep.json'}, {chart} and the sweep section of {doc} "
