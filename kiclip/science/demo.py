@@ -111,7 +111,8 @@ def write_demo_report(out: Path, arms: Mapping[str, Mapping], settings: Mapping)
     blob.update({m: arms["kiclip"][m] for m in ("base", "novel", "hm")})
     paths["json"].write_text(json.dumps(blob, indent=2) + "\n")
     paths["md"].write_text(render_markdown(arms, chance, settings))
-    write_chart(dict(arms), paths["png"], chance=chance)
+    write_chart(dict(arms), paths["png"], chance=chance,
+                labels={"finetune": "plain\nfine-tuning", "kiclip": "KICLIP"})
     return paths
 
 

@@ -206,11 +206,12 @@ def _mix_reading(mix: Mapping[str, Mapping]) -> list[str]:
 
 def write_chart(results: Mapping[str, Mapping], path: str | Path,
                 mix: Mapping[str, Mapping] | None = None,
-                chance: Mapping[str, float] | None = None) -> Path:
+                chance: Mapping[str, float] | None = None,
+                labels: Mapping[str, str] | None = None) -> Path:
     """Grouped bars (Base, Novel, HM) per method with std error bars; PNG at ``path``.
 
     ``chance`` ({"base": %, "novel": %}) draws the uniform-guess level as a dashed line and
-    starts the axis at 0, so the bars read against it.
+    starts the axis at 0, so the bars read against it; ``labels`` renames the groups.
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -222,8 +223,7 @@ def write_chart(results: Mapping[str, Mapping], path: str | Path,
     names = list(groups)
     short = {"teacher": "teacher\nzero-shot", "finetune": "(a) fine-tune",
              "distill": "(b) +distill", "kiclip": "(c) KICLIP"}
-    if chance is not None:
-        short.update({"finetune": "plain\nfine-tune", "kiclip": "KICLIP"})
+    short.update(labels or {})
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names)), 3.6), dpi=120)
     width = 0.26
     for j, metric in enumerate(METRICS):
