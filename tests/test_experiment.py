@@ -129,3 +129,20 @@ def test_experiment_cli_rejects_a_bad_lr_sweep():
     bad = subprocess.run([sys.executable, script, "--synthetic", "--lr-sweep", "3e-4,fast"],
                          capture_output=True, text=True, cwd=REPO, check=False)
     assert bad.returncode == 2 and "--lr-sweep" in bad.stderr and "3e-4,fast" in bad.stderr
+
+
+def test_runner_adds_up_cpu_time_and_names_the_log_of_a_failed_step(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("experiment_b2n", REPO / "launch" / "experiment_b2n.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["experiment_b2n"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+
+    run = module.Runner(tmp_path)
+    cpu = run("help", "launch/experiment_b2n.py", "--help")
+    assert cpu > 0 and run.cpu_s == cpu
+    assert "--lr-sweep" in (tmp_path / "logs" / "help.log").read_text()
+    with pytest.raises(RuntimeError, match=r"bad failed \(exit 2\).*bad\.log"):
+        run("bad", "launch/experiment_b2n.py", "--synthetic", "--seeds", "0,1,2,3")
+    assert run.cpu_s > cpu
