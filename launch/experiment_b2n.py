@@ -118,6 +118,7 @@ class Runner:
             [str(ROOT)] + ([self.env["PYTHONPATH"]] if self.env.get("PYTHONPATH") else []))
         self.cpu_s = 0.0
         self.reused_cpu_s = 0.0
+        self.reused_unmeasured = 0     # reused runs with no recorded CPU time
         self._lock = threading.Lock()
 
     def __call__(self, name: str, script: str, *args: str) -> float:
@@ -142,9 +143,12 @@ class Runner:
         log.info("%-28s %6.1f s wall %6.1f s CPU", name, time.perf_counter() - started, cpu)
         return cpu
 
-    def add_reused(self, cpu: float) -> None:
+    def add_reused(self, cpu: float | None) -> None:
         with self._lock:
-            self.reused_cpu_s += cpu
+            if cpu is None:
+                self.reused_unmeasured += 1
+            else:
+                self.reused_cpu_s += cpu
 
 
 def prepare_data(s: ExperimentSettings, work: Path, run: Runner) -> Path:
@@ -195,7 +199,7 @@ def train_and_average(s: ExperimentSettings, shards: Path, work: Path, run: Runn
     cost = run_dir / "cpu_seconds.txt"
     if averaged.is_file() and stamp.is_file() and stamp.read_text() == key:
         log.info("%-28s reused", tag)
-        run.add_reused(float(cost.read_text()) if cost.is_file() else 0.0)
+        run.add_reused(float(cost.read_text()) if cost.is_file() else None)
         return averaged
     flags = list(METHOD_FLAGS[method]) + (["--mix", mix] if mix is not None else [])
     cpu = run(f"train_{tag}", "launch/train.py", "--b2n", s.preset, "--data", shards,
@@ -296,6 +300,7 @@ def run_lr_sweep(s: ExperimentSettings, lrs: list[float], work: Path, jobs: int 
     wall["total_s"] = time.perf_counter() - started
     wall["subprocess_cpu_s"] = run.cpu_s
     wall["reused_cpu_s"] = run.reused_cpu_s
+    wall["reused_runs_without_cpu_record"] = run.reused_unmeasured
     return {"teacher": teacher_runs, "by_lr": by_lr, "wall": wall}
 
 
@@ -506,7 +511,10 @@ def _lr_sweep_main(args, argv, settings: ExperimentSettings, work: Path, teacher
                   f"{cpu / 60:.1f} CPU-minutes"
                   + (f" ({wall['reused_cpu_s'] / 60:.1f} of them by training runs reused from an "
                      "earlier, interrupted run)" if wall["reused_cpu_s"] else "")
-                  + f", so at least {cpu / 120:.1f} min on 2 idle cores.")
+                  + f", so at least {cpu / 120:.1f} min on 2 idle cores"
+                  + (f"; {wall['reused_runs_without_cpu_record']} reused training runs have no CPU "
+                     "record and are not counted" if wall["reused_runs_without_cpu_record"] else "")
+                  + ".")
     replace_section(doc, sweep_section(sweep, record, provenance, chart.name))
     print(sweep_table(sweep))
     print(f"wrote {output / 'science_lr_sweep.json'}, {chart} and the sweep section of {doc} "

@@ -73,9 +73,9 @@ def sweep_reading(sweep: Mapping) -> list[str]:
         if n < 2:
             verdict = "one seed: s.e. of the test set only"
         elif mean > 2 * se:
-            verdict = "KICLIP above distillation by more than two s.e."
+            verdict = "KICLIP above distillation by more than two s.e"
         elif mean < -2 * se:
-            verdict = "KICLIP below distillation by more than two s.e."
+            verdict = "KICLIP below distillation by more than two s.e"
         else:
             verdict = "within two s.e.: not told apart"
         lines.append(f"- lr {lr:g}: HM KICLIP − distill {mean:+.1f} ± {se:.1f} "
