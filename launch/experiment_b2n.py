@@ -203,12 +203,12 @@ def train_and_average(s: ExperimentSettings, shards: Path, work: Path, run: Runn
         return averaged
     flags = list(METHOD_FLAGS[method]) + (["--mix", mix] if mix is not None else [])
     cpu = run(f"train_{tag}", "launch/train.py", "--b2n", s.preset, "--data", shards,
-        "--split", seed_index + 1, "--seed", seed, "--pretrained", ROOT / s.teacher,
-        "--output", run_dir, "--epochs", s.epochs, "--lr", s.lr, "--batch-size", s.batch_size,
-        "--workers", 1, "--no-resume", "--set", "run.eval_at_end=false",
-        "--set", f"optim.warmup_epochs={s.warmup_epochs}", "--set", "run.log_every=1000",
-        # a horizontal flip turns "moving left" into "moving right": off for this world
-        "--set", "data.flip=false", *flags)
+              "--split", seed_index + 1, "--seed", seed, "--pretrained", ROOT / s.teacher,
+              "--output", run_dir, "--epochs", s.epochs, "--lr", s.lr, "--batch-size", s.batch_size,
+              "--workers", 1, "--no-resume", "--set", "run.eval_at_end=false",
+              "--set", f"optim.warmup_epochs={s.warmup_epochs}", "--set", "run.log_every=1000",
+              # a horizontal flip turns "moving left" into "moving right": off for this world
+              "--set", "data.flip=false", *flags)
     cpu += run(f"average_{tag}", "launch/average_weights.py", run_dir)
     cost.write_text(f"{cpu:.1f}")
     stamp.write_text(key)
@@ -502,16 +502,17 @@ def _lr_sweep_main(args, argv, settings: ExperimentSettings, work: Path, teacher
     output.mkdir(parents=True, exist_ok=True)
     (output / "science_lr_sweep.json").write_text(json.dumps(sweep_json(sweep, record), indent=2) + "\n")
     cpu = wall["subprocess_cpu_s"] + wall["reused_cpu_s"]
+    cores = os.cpu_count() or 1
     provenance = (f"`{command}`: {len(args.lr_sweep)} lrs × {len(settings.methods)} methods × "
                   f"{len(settings.seeds)} seeds, {settings.epochs} epochs each, "
                   f"{settings.test_per_class} test videos per class; {wall['all_s'] / 60:.1f} min "
-                  f"wall on {os.cpu_count()} CPU cores, {args.jobs} subprocesses side by side "
+                  f"wall on {cores} CPU cores, {args.jobs} subprocesses side by side "
                   f"(1-min load average {load['load_1min_at_start']:.1f} at the start, "
                   f"{load['load_1min_at_end']:.1f} at the end). Its processes need "
                   f"{cpu / 60:.1f} CPU-minutes"
                   + (f" ({wall['reused_cpu_s'] / 60:.1f} of them by training runs reused from an "
-                     "earlier, interrupted run)" if wall["reused_cpu_s"] else "")
-                  + f", so at least {cpu / 120:.1f} min on 2 idle cores"
+                     "earlier run)" if wall["reused_cpu_s"] else "")
+                  + f", so at least {cpu / 60 / cores:.1f} min on {cores} idle cores"
                   + (f"; {wall['reused_runs_without_cpu_record']} reused training runs have no CPU "
                      "record and are not counted" if wall["reused_runs_without_cpu_record"] else "")
                   + ".")
