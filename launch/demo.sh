@@ -12,7 +12,8 @@
 # (verified) → train.py (DeepSpeed; CPU when there is no GPU) → weight averaging → evaluate.py.
 # Prints and writes OUT/results.json, OUT/results.md and OUT/results.png. Sized for ≤ 5 minutes
 # on 2 CPU cores: two single-threaded processes side by side. Steps whose output is complete
-# are reused, so a rerun is quick; delete OUT to start over.
+# and made from the same settings are reused, so a rerun is quick; others are redone, replacing
+# what OUT held (OUT/synthetic, splits, shards, runs). Delete OUT to start over.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/runs/demo}"
