@@ -81,3 +81,68 @@ def test_rewrite_keeps_hand_written_notes(tmp_path):
     write_report(tmp_path, doc, results, {"epochs": 2})
     text = doc.read_text()
     assert text.count(NOTES_MARKER) == 1 and "keep me" in text and '"epochs": 2' in text
+
+
+def _sweep_runs():
+    """Two lrs; at the higher one KICLIP beats distillation by 1, 2, 3 points over the seeds."""
+    def runs(base, novel, bump=(0.0, 0.0, 0.0)):
+        return [{"seed": s, "base": base + b, "novel": novel + b} for s, b in zip((0, 1, 2), bump)]
+    return {3e-4: {"finetune": runs(70, 68), "distill": runs(71, 70), "kiclip": runs(71, 70)},
+            1e-3: {"finetune": runs(50, 48), "distill": runs(56, 54), "kiclip": runs(56, 54, (1, 2, 3))}}
+
+
+def test_lr_sweep_paired_difference_table_and_chart(tmp_path):
+    from kiclip.science.sweep import summarise_sweep, sweep_reading, sweep_table, write_sweep_chart
+
+    sweep = summarise_sweep([{"seed": None, "base": 65.0, "novel": 69.0}], _sweep_runs())
+    assert sweep["lrs"] == [3e-4, 1e-3]
+    mean, se = sweep["ki_minus_distill"][1e-3]["novel"]
+    assert mean == pytest.approx(2.0) and se == pytest.approx(1.0 / 3 ** 0.5)
+    assert sweep["ki_minus_distill"][3e-4]["hm"] == (pytest.approx(0.0), pytest.approx(0.0))
+    table = sweep_table(sweep)
+    assert "| 0.001 | **KICLIP − distill** (paired) | +2.0 ± 0.6 | +2.0 ± 0.6 |" in table
+    assert "| 0.0003 | fine-tune | 70.0 ± 0.0 | 68.0 ± 0.0 |" in table
+    reading = "\n".join(sweep_reading(sweep))
+    assert "lr 0.001: HM KICLIP − distill +2.0 ± 0.6" in reading and "more than two s.e." in reading
+    assert "lr 0.0003" in reading and "not told apart" in reading
+    chart = write_sweep_chart(sweep, tmp_path / "sweep.png")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lr_sweep_section_is_replaced_in_place(tmp_path):
+    from kiclip.science.sweep import SECTION_BEGIN, replace_section, summarise_sweep, sweep_section
+
+    doc = tmp_path / "science.md"
+    doc.write_text("# Science\n\nkeep above\n")
+    sweep = summarise_sweep([{"seed": None, "base": 65.0, "novel": 69.0}], _sweep_runs())
+    replace_section(doc, sweep_section(sweep, {"epochs": 4}, "first run", "c.png"))
+    doc.write_text(doc.read_text() + "\nkeep below\n")
+    replace_section(doc, sweep_section(sweep, {"epochs": 5}, "second run", "c.png"))
+    text = doc.read_text()
+    assert text.count(SECTION_BEGIN) == 1 and "first run" not in text and "second run" in text
+    assert text.startswith("# Science\n\nkeep above") and text.rstrip().endswith("keep below")
+    assert '"epochs": 5' in text and "![HM and Novel against the learning rate](c.png)" in text
+
+
+def test_experiment_cli_rejects_a_bad_lr_sweep():
+    script = str(REPO / "launch" / "experiment_b2n.py")
+    bad = subprocess.run([sys.executable, script, "--synthetic", "--lr-sweep", "3e-4,fast"],
+                         capture_output=True, text=True, cwd=REPO, check=False)
+    assert bad.returncode == 2 and "--lr-sweep" in bad.stderr and "3e-4,fast" in bad.stderr
+
+
+def test_runner_adds_up_cpu_time_and_names_the_log_of_a_failed_step(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("experiment_b2n", REPO / "launch" / "experiment_b2n.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["experiment_b2n"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+
+    run = module.Runner(tmp_path)
+    cpu = run("help", "launch/experiment_b2n.py", "--help")
+    assert cpu > 0 and run.cpu_s == cpu
+    assert "--lr-sweep" in (tmp_path / "logs" / "help.log").read_text()
+    with pytest.raises(RuntimeError, match=r"bad failed \(exit 2\).*bad\.log"):
+        run("bad", "launch/experiment_b2n.py", "--synthetic", "--seeds", "0,1,2,3")
+    assert run.cpu_s > cpu

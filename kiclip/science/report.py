@@ -93,7 +93,7 @@ def _table(results: Mapping[str, Mapping], labels: Mapping[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _difference(x: Mapping, y: Mapping, metric: str, test_videos: int | None = None
+def paired_difference(x: Mapping, y: Mapping, metric: str, test_videos: int | None = None
                 ) -> tuple[float, float]:
     """Mean of per-seed differences x − y and its standard error: paired over seeds when there
     are 2 or more, else the binomial test-set error of a difference of two accuracies (p = 0.5,
@@ -123,15 +123,15 @@ def interpret(results: Mapping[str, Mapping], test_videos: int | None = None) ->
            "it loses some of the teacher's Novel accuracy ")
         + f"and its HM is {b['hm'] - a['hm']:+.1f} points from plain fine-tuning.",
     ]
-    diff, se = _difference(c, b, "hm", test_videos)
+    diff, se = paired_difference(c, b, "hm", test_videos)
     verdict = ("KI beats distillation alone by more than twice the standard error"
                if diff > 2 * se else
                "KI is worse than distillation alone by more than twice the standard error"
                if diff < -2 * se else
                "the difference is within about two standard errors: KI and distillation alone "
                "cannot be told apart at this test-set size and number of seeds")
-    db, _ = _difference(c, b, "base")
-    dn, _ = _difference(c, b, "novel")
+    db, _ = paired_difference(c, b, "base")
+    dn, _ = paired_difference(c, b, "novel")
     lines.append(
         f"- **Knowledge injection on top (KICLIP)**: HM {c['hm']:.1f} vs {b['hm']:.1f} "
         f"(difference {diff:+.1f} ± {se:.1f} s.e."
@@ -205,8 +205,14 @@ def _mix_reading(mix: Mapping[str, Mapping]) -> list[str]:
 
 
 def write_chart(results: Mapping[str, Mapping], path: str | Path,
-                mix: Mapping[str, Mapping] | None = None) -> Path:
-    """Grouped bars (Base, Novel, HM) per method with std error bars; PNG at ``path``."""
+                mix: Mapping[str, Mapping] | None = None,
+                chance: Mapping[str, float] | None = None,
+                labels: Mapping[str, str] | None = None) -> Path:
+    """Grouped bars (Base, Novel, HM) per method with std error bars; PNG at ``path``.
+
+    ``chance`` ({"base": %, "novel": %}) draws the uniform-guess level as a dashed line and
+    starts the axis at 0, so the bars read against it; ``labels`` renames the groups.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -217,18 +223,23 @@ def write_chart(results: Mapping[str, Mapping], path: str | Path,
     names = list(groups)
     short = {"teacher": "teacher\nzero-shot", "finetune": "(a) fine-tune",
              "distill": "(b) +distill", "kiclip": "(c) KICLIP"}
+    short.update(labels or {})
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names)), 3.6), dpi=120)
     width = 0.26
     for j, metric in enumerate(METRICS):
         xs = [i + (j - 1) * width for i in range(len(names))]
         ys = [groups[n][metric] for n in names]
         errs = [groups[n].get(f"{metric}_std", 0.0) for n in names]
-        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=metric.capitalize() if metric != "hm" else "HM")
+        ax.bar(xs, ys, width, yerr=errs if any(errs) else None, capsize=2,
+               label=metric.capitalize() if metric != "hm" else "HM")
     ax.set_xticks(range(len(names)), [short.get(n, n) for n in names], fontsize=8)
     ax.set_ylabel("top-1 %")
     low = min(groups[n][m] for n in names for m in METRICS)
-    ax.set_ylim(max(0.0, low - 15), 100)
-    ax.legend(ncol=3, fontsize=8, loc="upper right")
+    ax.set_ylim(0.0 if chance else max(0.0, low - 15), 100)
+    if chance:
+        level = max(chance.values())
+        ax.axhline(level, color="grey", linestyle="--", linewidth=1, label=f"chance {level:.1f}%")
+    ax.legend(ncol=4 if chance else 3, fontsize=8, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path = Path(path)
