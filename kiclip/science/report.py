@@ -241,6 +241,13 @@ def write_chart(results: Mapping[str, Mapping], path: str | Path,
         ax.axhline(level, color="grey", linestyle="--", linewidth=1, label=f"chance {level:.1f}%")
     ax.legend(ncol=4 if chance else 3, fontsize=8, loc="upper right")
     ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out ``fig``, write it to ``path`` (folders made as needed), close it; the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
