@@ -34,9 +34,11 @@ import random
 import re
 import shlex
 import shutil
+import signal
+import threading
 import time
 from collections import Counter
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 
 from kiclip.packets import build_packet_index, encode_packet_index
@@ -247,12 +249,31 @@ def _write_order(rows: list[ListRow], config: ShardConfig) -> list[ListRow]:
 
 def _finish_shard(writer: ShardWriter, next_row: int, state: _State, skips: list[dict],
                   out: Path) -> None:
-    record = writer.close()
-    log.debug("wrote %s (%d samples)", record.name, record.samples)
-    state.shards.append(asdict(record))
-    state.skipped.extend(skips)
-    state.next_row = next_row
-    _write_json_atomic(out / STATE, asdict(state))
+    # Closing renames the tar into place; a Ctrl-C before the state records it would leave a
+    # shard no state knows of, and the rerun would refuse the folder as someone else's.
+    with _interrupt_deferred():
+        record = writer.close()
+        log.debug("wrote %s (%d samples)", record.name, record.samples)
+        state.shards.append(asdict(record))
+        state.skipped.extend(skips)
+        state.next_row = next_row
+        _write_json_atomic(out / STATE, asdict(state))
+
+
+@contextmanager
+def _interrupt_deferred():
+    """Run the block whole: a Ctrl-C during it raises KeyboardInterrupt only at its end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives SIGINT (and may set its handler)
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _prepare(job: _Job) -> _Prepared:

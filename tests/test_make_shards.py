@@ -406,6 +406,21 @@ def test_progress_counts_frames_within_videos(tiny_synthetic, tmp_path, capsys):
     assert "48/48" in final and "384 frames" in final, final
 
 
+def test_ctrl_c_while_a_shard_is_finished_is_held_until_its_state_is_saved():
+    # The tar's rename and the state write that records it run as one: a Ctrl-C between them
+    # would leave a shard the rerun cannot recognise as its own.
+    import os
+    import signal
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with make_shards._interrupt_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("after the signal")
+    assert done == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tiny_synthetic, tmp_path):
     import os
     import signal
