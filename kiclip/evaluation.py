@@ -1,8 +1,10 @@
-"""Top-1 accuracy with temporal views summed per video, and the B2N harmonic mean."""
+"""Top-1 accuracy with temporal views summed per video, the B2N harmonic mean, and the
+mean ± std of a metric over runs (seeds or splits)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -10,6 +12,29 @@ import torch
 def harmonic_mean(base: float, novel: float) -> float:
     """HM = 2BN / (B + N); 0 when both are 0."""
     return 0.0 if base + novel == 0 else 2.0 * base * novel / (base + novel)
+
+
+def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation with n − 1) of one metric over runs.
+
+    A single run gives std 0.0: one run measures no spread, and 0.0 keeps every summary the
+    same shape (tables and charts index ``<metric>_std`` whatever the count). A reader tells
+    "one run" from "runs that agree" by the number of runs, which every summary records; shown
+    to people, a single run is printed without "±". Raises ValueError for no values.
+    """
+    if not values:
+        raise ValueError("mean and std of no values")
+    floats = [float(v) for v in values]
+    return statistics.fmean(floats), statistics.stdev(floats) if len(floats) > 1 else 0.0
+
+
+def summarise_metrics(runs: Sequence[Mapping], metrics: Iterable[str]) -> dict:
+    """{metric: mean, "<metric>_std": std, ...} over ``runs`` (each a mapping with every metric),
+    in ``metrics`` order; std as ``mean_and_std`` defines it (0.0 for a single run)."""
+    out: dict = {}
+    for metric in metrics:
+        out[metric], out[f"{metric}_std"] = mean_and_std([run[metric] for run in runs])
+    return out
 
 
 @torch.no_grad()

@@ -12,8 +12,9 @@ B2N reads DATA/base_test and DATA/novel_test; Base is measured in the base label
 the novel one. Cross-dataset evaluates every DATA/test* shard folder in its own label space.
 Each video is scored with --views temporal views (default 3) × 1 centre crop, view logits summed,
 against a classifier averaged over all 29 prompt templates. With several checkpoints (one per
-split) the mean ± std over them is reported. Writes OUTPUT/results.json (with "prompts": the
-class texts and templates of each label space) and OUTPUT/results.md.
+split) the mean ± sample std over them is reported (one checkpoint: std 0.0 in results.json, no
+"±" in results.md). Writes OUTPUT/results.json (with "runs": each checkpoint's figures, and
+"prompts": the class texts and templates of each label space) and OUTPUT/results.md.
 
 Prompts are built from each manifest's class texts (the rephrased "Name: description" texts
 when the class file had them). With --b2n, every manifest must name that preset's dataset
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import sys
 from pathlib import Path
 
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
     from kiclip.data.codecs import UnsupportedCodecError
+    from kiclip.evaluation import summarise_metrics
 
     try:
         runs = [_evaluate_one(args, source, spaces)
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UnsupportedCodecError) as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
-    results = _summarise(runs, ["base", "novel", "hm"] if args.b2n else list(spaces))
+    metrics = ["base", "novel", "hm"] if args.b2n else list(spaces)
+    results = {"runs": runs, **summarise_metrics(runs, metrics)}
     results["prompts"] = prompt_record(spaces)
     out_dir = Path(args.output or (Path(args.checkpoint[0]).parent if args.checkpoint else "results"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,24 +162,13 @@ def _evaluate_one(args, source: str, spaces: dict) -> dict:
     return result
 
 
-def _summarise(runs: list[dict], metrics: list[str]) -> dict:
-    """Mean (and std over several checkpoints) of each metric."""
-    out: dict = {"runs": runs}
-    for m in metrics:
-        values = [r[m] for r in runs]
-        out[m] = statistics.fmean(values)
-        if len(values) > 1:
-            out[f"{m}_std"] = statistics.stdev(values)
-    return out
-
-
 def _markdown(results: dict) -> str:
     metrics = [k for k in results if k not in ("runs", "prompts") and not k.endswith("_std")]
     head = "| " + " | ".join(metrics) + " |\n|" + "---|" * len(metrics) + "\n"
+    several = len(results["runs"]) > 1  # one checkpoint measures no spread: no "±"
     cells = []
     for m in metrics:
-        std = results.get(f"{m}_std")
-        cells.append(f"{results[m]:.2f}" + (f" ± {std:.2f}" if std is not None else ""))
+        cells.append(f"{results[m]:.2f}" + (f" ± {results[f'{m}_std']:.2f}" if several else ""))
     return head + "| " + " | ".join(cells) + " |\n"
 
 

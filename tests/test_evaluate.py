@@ -78,6 +78,9 @@ def test_same_checkpoint_twice_identical_and_frozen_clip_baseline(b2n_shards, tm
         assert detail == second[f"{space}_detail"] == again["runs"][0][f"{space}_detail"]
     assert first["hm"] == pytest.approx(harmonic_mean(first["base"], first["novel"]))
     assert (tmp_path / "twice" / "results.md").read_text().startswith("| base | novel | hm |")
+    assert again["hm_std"] == 0.0  # one checkpoint: same keys, no spread, and no "±" shown
+    assert "±" in (tmp_path / "twice" / "results.md").read_text()
+    assert "±" not in (tmp_path / "again" / "results.md").read_text()
 
     frozen = results["frozen"]
     assert frozen["runs"][0]["source"] == "frozen-clip"
@@ -121,3 +124,18 @@ def test_non_checkpoint_file_is_named_not_a_pytorch_file(b2n_shards, tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "results.json is not a PyTorch weights file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_mean_and_std_is_the_sample_std_and_zero_for_one_run():
+    from kiclip.evaluation import mean_and_std, summarise_metrics
+
+    assert mean_and_std([60.0, 62.0, 64.0]) == pytest.approx((62.0, 2.0))  # n − 1, not n
+    assert mean_and_std([55.5]) == (55.5, 0.0)
+    with pytest.raises(ValueError):
+        mean_and_std([])
+    runs = [{"base": 60.0, "novel": 40.0}, {"base": 64.0, "novel": 40.0}]
+    summary = summarise_metrics(runs, ["novel", "base"])
+    assert list(summary) == ["novel", "novel_std", "base", "base_std"]
+    assert summary["base"] == 62.0 and summary["base_std"] == pytest.approx(8 ** 0.5)
+    assert summary["novel_std"] == 0.0
+    assert summarise_metrics(runs[:1], ["base"]) == {"base": 60.0, "base_std": 0.0}

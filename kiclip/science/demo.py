@@ -21,7 +21,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from kiclip.science.report import harmonic_mean, write_chart
+from kiclip.evaluation import harmonic_mean
+from kiclip.science.report import write_chart
 
 ARMS: dict[str, str] = {
     "teacher": "pretrained teacher, zero-shot (no training)",

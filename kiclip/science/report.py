@@ -12,6 +12,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from kiclip.evaluation import harmonic_mean, summarise_metrics
+
 METHODS: dict[str, str] = {
     "teacher": "frozen teacher, zero-shot",
     "finetune": "(a) fine-tune (`--no-distill --no-injection`)",
@@ -22,23 +24,16 @@ METRICS = ("base", "novel", "hm")
 NOTES_MARKER = "<!-- hand-written notes: kept when the experiment rewrites this file -->"
 
 
-def harmonic_mean(base: float, novel: float) -> float:
-    return 0.0 if base + novel == 0 else 2.0 * base * novel / (base + novel)
-
-
 def summarise(runs: Sequence[Mapping]) -> dict:
     """{"base", "novel", "hm", "base_std", "novel_std", "hm_std", "n", "runs"} of some runs.
 
-    std is the sample standard deviation over runs (0.0 for a single run).
+    std is the sample standard deviation over runs, 0.0 for a single run
+    (``kiclip.evaluation.mean_and_std``).
     """
     if not runs:
         raise ValueError("no runs to summarise")
     rows = [{**r, "hm": harmonic_mean(r["base"], r["novel"])} for r in runs]
-    out: dict = {}
-    for m in METRICS:
-        values = [float(r[m]) for r in rows]
-        out[m] = statistics.fmean(values)
-        out[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    out = summarise_metrics(rows, METRICS)
     out["n"] = len(rows)
     out["runs"] = rows
     return out
