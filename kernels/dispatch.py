@@ -95,6 +95,23 @@ def _interpreter_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
+def interpret_triton_without_cuda() -> bool:
+    """On a host without CUDA, ask for Triton's interpreter (``TRITON_INTERPRET=1``) unless the
+    variable is already set; returns whether the interpreter is requested afterwards.
+
+    Call it before any Triton kernel is defined: before :mod:`kernels.ops` is first imported,
+    and before any library that defines its own ``@triton.jit`` kernels is. ``@triton.jit``
+    decides interpreted-vs-compiled when it decorates a kernel, so a variable set later leaves
+    the kernels already defined compiled for a GPU that is not there, and the ``triton`` backend
+    then refuses CPU tensors. A value set by hand is kept (``TRITON_INTERPRET=0`` tests the
+    compiled path's errors). With CUDA nothing changes: the kernels compile for the GPU. The
+    interpreter runs each kernel as slow Python: for tests and tiny smoke runs only.
+    """
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    return _interpreter_requested()
+
+
 def use_triton(tensor: torch.Tensor) -> bool:
     """Whether an op on ``tensor``'s device runs the Triton kernels under the current setting."""
     backend = requested_backend()

@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
-import torch
-
-if not torch.cuda.is_available():
-    # Triton decides interpreted vs compiled once, at its first use; whichever test module
-    # imports it first (directly or through a library), kernel tests need the interpreter here.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,7 +9,12 @@ import av
 import numpy as np
 import pytest
 
+from kernels.dispatch import interpret_triton_without_cuda
 from shard_tools.make_synthetic import SyntheticSettings, generate_dataset
+
+# Before any test module imports Triton (directly or through a library; the imports above do
+# not): kernel tests on a host without CUDA need the interpreter.
+interpret_triton_without_cuda()
 
 TINY_SYNTHETIC = SyntheticSettings(seed=0, clips_per_class=2, val_per_class=1, size=32, frames=8)
 

@@ -2,18 +2,17 @@
 
 On a machine without CUDA, Triton kernels run through Triton's interpreter. ``@triton.jit``
 picks interpreted or compiled when ``kernels.ops`` is first imported, so TRITON_INTERPRET is set
-here, before that import. Nothing else imports ``kernels.ops`` on a CPU-only machine (the
-dispatcher imports it only on the Triton path), so test-module import order does not matter.
+here (``interpret_triton_without_cuda``), before that import. Nothing else imports
+``kernels.ops`` on a CPU-only machine (the dispatcher imports it only on the Triton path), so
+test-module import order does not matter.
 """
-
-import os
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+from kernels.dispatch import interpret_triton_without_cuda
 
+interpret_triton_without_cuda()
 pytest.importorskip("triton")
 
 from kernels.ops._common import INTERPRETED  # noqa: E402

@@ -12,12 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    # Must precede the first import of kernels.ops (see test_kernels_inject_layernorm.py).
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import kernels
 from kernels import dispatch
+
+dispatch.interpret_triton_without_cuda()  # before the first import of kernels.ops
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_CUDA = types.SimpleNamespace(device=torch.device("cuda"))  # use_triton only reads .device
