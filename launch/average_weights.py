@@ -15,12 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kiclip.train.averaging import average_run  # noqa: E402
+from kiclip.train.averaging import average_run
 
 
 def build_parser() -> argparse.ArgumentParser:

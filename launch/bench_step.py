@@ -31,14 +31,10 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-if __package__ in (None, ""):  # `python launch/bench_step.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from kiclip.config import LossConfig, ModelConfig  # noqa: E402
+from kiclip.config import LossConfig, ModelConfig
 
 # Dense (no sparsity) bf16 tensor-core peak, TFLOP/s, from the datasheets; more specific names
 # first. Unknown cards report no MFU.

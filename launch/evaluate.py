@@ -29,13 +29,10 @@ import logging
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from kiclip.config import B2N_PRESETS, ConfigError, preset_table  # noqa: E402
-from kiclip.layout import check_datasets, prompt_record, read_shard_set, resolve_protocol  # noqa: E402
-from kiclip.remote import localize_protocol  # noqa: E402
-from kiclip.video_probe import file_problem  # noqa: E402
+from kiclip.config import B2N_PRESETS, ConfigError, preset_table
+from kiclip.layout import check_datasets, prompt_record, read_shard_set, resolve_protocol
+from kiclip.remote import localize_protocol
+from kiclip.video_probe import file_problem
 
 log = logging.getLogger("kiclip.evaluate")
 

@@ -22,9 +22,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python launch/gpu_check_parts.py` from a checkout
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 SKIP = 77
 
 

@@ -38,9 +38,6 @@ import logging
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 log = logging.getLogger("kiclip.predict")
 
 

@@ -31,9 +31,6 @@ import logging
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 log = logging.getLogger("kiclip.visualize")
 
 # Fixed figure geometry, so a grid's PNG size depends only on its rows and columns.

@@ -14,21 +14,14 @@ checking, so further options (e.g. decoding a few samples) can be added without 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    try:
-        import shard_tools  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import json
 import logging
+import sys
 import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kiclip.remote import RemoteDataError, RemoteNotFound, localize_folder
 from shard_tools.cli_common import setup_logging

@@ -16,22 +16,15 @@ DIR/classes.json, the inputs make_shards takes. Same seed, same pixels.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    try:
-        import shard_tools  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import itertools
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np

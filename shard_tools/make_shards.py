@@ -16,15 +16,6 @@ already complete and continues after them (also after Ctrl-C, which exits 130);
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    try:
-        import shard_tools  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import hashlib
 import json
@@ -35,11 +26,13 @@ import re
 import shlex
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections import Counter
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from kiclip.packets import build_packet_index, encode_packet_index
 from shard_tools.cli_common import (

@@ -16,18 +16,11 @@ Published split lists (ViFi-CLIP/FROSTER, CSV or space separated) are taken as t
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    try:
-        import shard_tools  # noqa: F401
-    except ImportError:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import json
 import logging
+import sys
+from pathlib import Path
 
 from shard_tools import b2n
 from shard_tools.cli_common import non_negative_int, positive_int, setup_logging
