@@ -4,6 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kiclip.data.sampling import (
+    CLIP_MEAN,
+    CLIP_STD,
     ClipSpec,
     align_to_key_frames,
     plan_clip,
@@ -162,3 +164,14 @@ def test_align_to_key_frames_examples():
     assert align_to_key_frames(np.array([0, 4, 5, 6, 14, 15, 16, 25]), keys, 25).tolist() == [
         0, 0, 0, 10, 10, 10, 20, 20]  # a tie goes to the earlier key; 30 does not fit
     assert align_to_key_frames(np.array([7]), np.array([12]), 10).tolist() == [7]  # none fits
+
+
+def test_clip_normalisation_is_the_one_open_clip_gives_the_default_weights():
+    import open_clip
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    from kiclip.config import ModelConfig
+
+    assert (CLIP_MEAN, CLIP_STD) == (OPENAI_DATASET_MEAN, OPENAI_DATASET_STD)
+    openai = open_clip.get_pretrained_cfg(ModelConfig().model_name, "openai")
+    assert (tuple(openai["mean"]), tuple(openai["std"])) == (CLIP_MEAN, CLIP_STD)

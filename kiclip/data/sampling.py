@@ -25,6 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The pixel normalisation OpenAI's CLIP weights were trained with (open_clip's
+# OPENAI_DATASET_MEAN/STD, the mean/std of its "openai" pretrained configs). Written out rather
+# than imported: importing anything from open_clip imports the whole model library (seconds),
+# which the data plane and its worker processes should not pay. tests/test_sampling.py checks
+# the numbers equal open_clip's.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Short-side jitter range relative to the crop size, from the CLIP video recipe (224 → 256).
