@@ -25,54 +25,8 @@ class LossTerms(NamedTuple):
     distill_text: torch.Tensor
 
 
-def kiclip_loss(
-    frame_features: torch.Tensor,
-    class_embeddings: torch.Tensor,
-    labels: torch.Tensor,
-    logit_scale: torch.Tensor,
-    teacher_frames: torch.Tensor | None = None,
-    teacher_classes: torch.Tensor | None = None,
-    proj_v: nn.Module | None = None,
-    proj_t: nn.Module | None = None,
-    lam: float = 2.0,
-    alpha: float = 0.1,
-    distill: bool = True,
-) -> LossTerms:
-    """L = CE(video_logits, y) + lam * [(1 - mean cos(f̂, f_T)) + (1 - mean cos(ĝ, g_T))].
-
-    frame_features (B, T, D): student per-frame features, unnormalised, any float dtype.
-    class_embeddings (C, D): student class embeddings of the step's templates (fp32 from
-    ``average_templates``, or any float dtype).
-    labels (B,) long; logit_scale: CLIP's log temperature (0-d).
-    teacher_frames (B, T, D), teacher_classes (C, D): the teacher's, same templates.
-    f̂ = f + alpha * P_v(f) per frame and ĝ = g + alpha * P_t(g), with f, g the
-    normalised student features; the logits use the un-projected f, g.
-    """
-    logits = video_logits(frame_features, class_embeddings, logit_scale)
-    ce = F.cross_entropy(logits, labels)
-    zero = ce.new_zeros(())
-    if not distill:
-        return LossTerms(ce, ce, zero, zero)
-    if teacher_frames is None or teacher_classes is None or proj_v is None or proj_t is None:
-        raise ValueError("distillation needs teacher_frames, teacher_classes, proj_v and proj_t")
-
-    # Precision (docs/model.md §9): the student's features arrive in the module's
-    # dtype (bf16 under DeepSpeed bf16); normalising, the residual sums f + alpha*P(f), the
-    # logits, CE and the cosines are fp32. Only the projectors' matmuls run in the module's
-    # dtype (Projector casts in and out).
-    f = F.normalize(frame_features.float().flatten(0, 1), dim=-1)  # (B*T, D) fp32
-    g = F.normalize(class_embeddings.float(), dim=-1)  # (C, D) fp32
-    f_hat = f + alpha * proj_v(f)
-    g_hat = g + alpha * proj_t(g)
-    # The teacher is a target: no gradient flows into it even if a caller built it with one.
-    d_image = distill_loss(f_hat, teacher_frames.flatten(0, 1).detach())
-    d_text = distill_loss(g_hat, teacher_classes.detach())
-    total = ce + lam * (d_image + d_text)
-    return LossTerms(total, ce, d_image, d_text)
-
-
 class KiclipLoss(nn.Module):
-    """``kiclip_loss`` with its trainable projectors P_v, P_t (D = CLIP's embed dim).
+    """The KICLIP loss with its trainable projectors P_v, P_t (D = CLIP's embed dim).
 
     The projectors are trained with the student and saved/averaged with it; they are not
     used at test time. ``distill=False`` gives plain CE fine-tuning (no teacher needed).
@@ -95,8 +49,35 @@ class KiclipLoss(nn.Module):
         teacher_frames: torch.Tensor | None = None,
         teacher_classes: torch.Tensor | None = None,
     ) -> LossTerms:
-        return kiclip_loss(
-            frame_features, class_embeddings, labels, logit_scale,
-            teacher_frames, teacher_classes, self.proj_v, self.proj_t,
-            lam=self.lam, alpha=self.alpha, distill=self.distill,
-        )
+        """L = CE(video_logits, y) + lam * [(1 - mean cos(f̂, f_T)) + (1 - mean cos(ĝ, g_T))].
+
+        frame_features (B, T, D): student per-frame features, unnormalised, any float dtype.
+        class_embeddings (C, D): student class embeddings of the step's templates (fp32 from
+        ``average_templates``, or any float dtype).
+        labels (B,) long; logit_scale: CLIP's log temperature (0-d).
+        teacher_frames (B, T, D), teacher_classes (C, D): the teacher's, same templates; needed
+        when distilling (ValueError without them).
+        f̂ = f + alpha * P_v(f) per frame and ĝ = g + alpha * P_t(g), with f, g the
+        normalised student features; the logits use the un-projected f, g.
+        """
+        logits = video_logits(frame_features, class_embeddings, logit_scale)
+        ce = F.cross_entropy(logits, labels)
+        zero = ce.new_zeros(())
+        if not self.distill:
+            return LossTerms(ce, ce, zero, zero)
+        if teacher_frames is None or teacher_classes is None:
+            raise ValueError("distillation needs teacher_frames and teacher_classes")
+
+        # Precision (docs/model.md §9): the student's features arrive in the module's
+        # dtype (bf16 under DeepSpeed bf16); normalising, the residual sums f + alpha*P(f), the
+        # logits, CE and the cosines are fp32. Only the projectors' matmuls run in the module's
+        # dtype (Projector casts in and out).
+        f = F.normalize(frame_features.float().flatten(0, 1), dim=-1)  # (B*T, D) fp32
+        g = F.normalize(class_embeddings.float(), dim=-1)  # (C, D) fp32
+        f_hat = f + self.alpha * self.proj_v(f)
+        g_hat = g + self.alpha * self.proj_t(g)
+        # The teacher is a target: no gradient flows into it even if a caller built it with one.
+        d_image = distill_loss(f_hat, teacher_frames.flatten(0, 1).detach())
+        d_text = distill_loss(g_hat, teacher_classes.detach())
+        total = ce + self.lam * (d_image + d_text)
+        return LossTerms(total, ce, d_image, d_text)

@@ -1,8 +1,9 @@
-"""Small pieces every shard_tools command shares: logging set-up, numeric argument types, the
-worker-pool map and its progress display."""
+"""Small pieces every shard_tools command shares: logging set-up, the common options, numeric
+argument types, the worker-pool map and its progress display."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import multiprocessing
 import os
@@ -31,6 +32,18 @@ def setup_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="[%(name)s] %(levelname)s %(message)s",
     )
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, parallel_work: str | None = None) -> None:
+    """Add the options the commands share: ``-v/--verbose`` (debug logging, see setup_logging)
+    and, for a command that maps its work over a process pool (``parallel_work`` says what the
+    processes do, e.g. "rendering"), ``--workers`` (default: default_workers()) and
+    ``--no-progress`` (parallel_map's bar)."""
+    if parallel_work is not None:
+        parser.add_argument("--workers", type=positive_int, default=default_workers(),
+                            help=f"processes {parallel_work} in parallel")
+        parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
 def default_workers() -> int:

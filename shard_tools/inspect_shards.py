@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiclip.remote import RemoteDataError, RemoteNotFound, localize_folder
-from shard_tools.cli_common import setup_logging
+from shard_tools.cli_common import add_run_options, setup_logging
 from shard_tools.shard_writer import (
     PARTIAL_SUFFIX,
     TarMember,
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory", help="a make_shards.py output directory, or its URL (http(s)://, "
                    "s3://, gs://, pipe:), staged into --cache-dir first (docs/data.md)")
     p.add_argument("--cache-dir", help="where a URL is staged (default ~/.cache/kiclip/shards)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_run_options(p)
     from kiclip.data.inspect_decode import (
         add_decode_options,  # kiclip/data owns --decode
     )

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from kiclip.packets import build_packet_index, encode_packet_index
 from shard_tools.cli_common import (
-    default_workers,
+    add_run_options,
     number_type,
     parallel_map,
     positive_int,
@@ -582,13 +582,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "class-sorted list does not give single-class shards)")
     p.add_argument("--no-shuffle", action="store_true",
                    help="write samples in list order instead")
-    p.add_argument("--workers", type=positive_int, default=default_workers(),
-                   help="processes probing/transcoding in parallel")
     p.add_argument("--overwrite", action="store_true",
                    help="delete existing shards in OUT and rebuild (default: keep complete "
                         "shards of an identical earlier run and continue after them)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_run_options(p, parallel_work="probing/transcoding")
     return p
 
 

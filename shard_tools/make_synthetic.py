@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from shard_tools.cli_common import (
-    default_workers,
+    add_run_options,
     non_negative_int,
     number_type,
     parallel_map,
@@ -165,10 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="range of the moving object's radius as a fraction of the frame edge "
                         "(the science check uses 0.16,0.22: the shape then spans more than one "
                         "8-px patch of kiclip-tiny)")
-    p.add_argument("--workers", type=positive_int, default=default_workers(),
-                   help="processes rendering in parallel")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_run_options(p, parallel_work="rendering")
     return p
 
 

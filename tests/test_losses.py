@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kiclip.losses import KiclipLoss, LossTerms, kiclip_loss
+from kiclip.losses import KiclipLoss, LossTerms
 
 B, T, C, D = 3, 4, 5, 16
 
@@ -72,7 +72,7 @@ def test_distillation_off_is_plain_ce():
     torch.testing.assert_close(terms.total, terms.ce)
     assert terms.distill_image == 0 and terms.distill_text == 0
     with pytest.raises(ValueError, match="teacher"):
-        kiclip_loss(x["frame_features"], x["class_embeddings"], x["labels"], x["logit_scale"])
+        KiclipLoss(D)(x["frame_features"], x["class_embeddings"], x["labels"], x["logit_scale"])
 
 
 def test_gradients_reach_student_projectors_and_scale_not_teacher():
