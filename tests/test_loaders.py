@@ -91,13 +91,20 @@ def test_two_ranks_cover_every_sample_once_with_equal_counts(tiny_shards, mode):
     assert set(keys.values()) == {1} and len(keys) == 48
 
 
-def test_uneven_split_pads_never_wraps(tiny_shards):
+def rank_row_counts(shards, world_size: int, **loader_args) -> list[tuple[int, int]]:
+    """[(rows, valid rows) of epoch 0] for each rank of ``world_size``, built in one process."""
     counts = []
-    for rank in range(5):  # 48 samples over 5 ranks: 10 each, 2 ranks get one padding row
-        loader = build_loader(tiny_shards, mode="train", batch_size=4, rank=rank, world_size=5,
-                              backend="torch", num_workers=0, **CLIP)
+    for rank in range(world_size):
+        loader = build_loader(shards, rank=rank, world_size=world_size, **loader_args, **CLIP)
         rows = epoch_rows(loader, 0)
         counts.append((len(rows), sum(ok for _, _, ok, _ in rows)))
+    return counts
+
+
+def test_uneven_split_pads_never_wraps(tiny_shards):
+    # 48 samples over 5 ranks: 10 each, 2 ranks get one padding row
+    counts = rank_row_counts(tiny_shards, 5, mode="train", batch_size=4, backend="torch",
+                             num_workers=0)
     assert {n for n, _ in counts} == {12}
     assert sum(valid for _, valid in counts) == 48
 

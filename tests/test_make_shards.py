@@ -260,21 +260,6 @@ def test_label_outside_the_classes_fails_before_work(tiny_synthetic, tmp_path):
                                  tiny_synthetic / "classes.json", tmp_path / "out"))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a.mp4,1\nb.mp4,x\n", r"list\.csv:2: label 'x' is not an integer"),
-    ("a.mp4,1,2\n", r"list\.csv:1: expected `relative/path,label`"),
-    ("a.mp4 1 extra\n", r"list\.csv:1: expected"),
-    ("a.mp4,-1\n", r"list\.csv:1: label -1 is negative"),
-    ("\n# only a comment\n", r"list\.csv: no rows"),
-])
-def test_bad_list_files_name_file_and_line(tmp_path, text, message):
-    (tmp_path / "list.csv").write_text(text)
-    with pytest.raises(ListFileError, match=message):
-        read_video_list(tmp_path / "list.csv")
-
-
-
-
 def test_list_reader_accepts_both_forms_and_a_header(tmp_path):
     (tmp_path / "a.csv").write_text("path,label\nx/a.mp4,3\n\n# note\nx/b c.mp4,4\n")
     (tmp_path / "b.txt").write_text("x/a.mp4 3\nx/b.mp4\t4\n")
@@ -284,19 +269,24 @@ def test_list_reader_accepts_both_forms_and_a_header(tmp_path):
         ("x/a.mp4", 3), ("x/b.mp4", 4)]
 
 
-@pytest.mark.parametrize("text, message", [
-    ('{"0": "a", "2": "b"}', r"must run 0\.\.1; missing \[1\]"),
-    ('{"0": "a",}', r"c\.json:1: invalid JSON"),
-    ('{"zero": "a"}', r"key 'zero' is not a class index"),
-    ('{"0": ""}', r"class 0 has no name"),
-    ('{"0": ": only a description"}', r"empty name before ':'"),
-    ('{"0": ["a"]}', r"class 0 has no name \(got \['a'\]\)"),
-    ("0,a\nzero,b\n", r"c\.json:2: index 'zero' is not an integer"),
+@pytest.mark.parametrize("reader, name, text, message", [
+    (read_video_list, "list.csv", "a.mp4,1\nb.mp4,x\n", r"list\.csv:2: label 'x' is not an integer"),
+    (read_video_list, "list.csv", "a.mp4,1,2\n", r"list\.csv:1: expected `relative/path,label`"),
+    (read_video_list, "list.csv", "a.mp4 1 extra\n", r"list\.csv:1: expected"),
+    (read_video_list, "list.csv", "a.mp4,-1\n", r"list\.csv:1: label -1 is negative"),
+    (read_video_list, "list.csv", "\n# only a comment\n", r"list\.csv: no rows"),
+    (read_classes, "c.json", '{"0": "a", "2": "b"}', r"must run 0\.\.1; missing \[1\]"),
+    (read_classes, "c.json", '{"0": "a",}', r"c\.json:1: invalid JSON"),
+    (read_classes, "c.json", '{"zero": "a"}', r"key 'zero' is not a class index"),
+    (read_classes, "c.json", '{"0": ""}', r"class 0 has no name"),
+    (read_classes, "c.json", '{"0": ": only a description"}', r"empty name before ':'"),
+    (read_classes, "c.json", '{"0": ["a"]}', r"class 0 has no name \(got \['a'\]\)"),
+    (read_classes, "c.json", "0,a\nzero,b\n", r"c\.json:2: index 'zero' is not an integer"),
 ])
-def test_bad_class_files_name_the_file(tmp_path, text, message):
-    (tmp_path / "c.json").write_text(text)
+def test_bad_list_and_class_files_name_the_file_and_line(tmp_path, reader, name, text, message):
+    (tmp_path / name).write_text(text)
     with pytest.raises(ListFileError, match=message):
-        read_classes(tmp_path / "c.json")
+        reader(tmp_path / name)
 
 
 def test_class_file_forms(tmp_path):
