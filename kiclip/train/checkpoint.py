@@ -169,4 +169,3 @@ def _master_weights(engine) -> dict[int, torch.Tensor]:
             if master is not None:
                 masters[id(param)] = master
     return masters
-
