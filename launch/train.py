@@ -173,9 +173,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData, device_type: str) -> dict | 
 
     # Identical initial weights on every rank; the data order has its own seeds.
     torch.manual_seed(cfg.run.seed)
-    module, teacher, tokenizer = build_models(
-        cfg.model, cfg.loss, num_frames=cfg.data.num_frames, image_size=cfg.data.image_size,
-        with_teacher=cfg.loss.distill)
+    module, teacher, tokenizer = build_models(cfg)
     if teacher is not None:
         teacher.to(device=device, dtype=dtype)
     # The class file's texts (rephrased "Name: description" when it had them), not the bare names.
