@@ -70,12 +70,7 @@ def evaluate_label_space(student, tokenizer, shard_set, data_cfg, *, device: tor
     if cache is None or cache.rephrased != rephrased:
         cache = ClassifierCache(tokenizer, rephrased)
     classifier = cache.get(student, shard_set.class_texts)
-    loader = build_loader(shard_set.shards, mode="test", batch_size=data_cfg.eval_batch_size,
-                          num_frames=data_cfg.num_frames, stride=data_cfg.stride,
-                          image_size=data_cfg.image_size, seed=seed, rank=0, world_size=1,
-                          backend=data_cfg.backend, num_views=data_cfg.num_views,
-                          num_workers=data_cfg.num_workers, device=device.type,
-                          keyframe_windows=data_cfg.keyframe_windows)
+    loader = build_loader(shard_set, data_cfg.loader_spec("test"), seed=seed, device=device.type)
     loader.set_epoch(0)
 
     def logits_fn(video: torch.Tensor) -> torch.Tensor:

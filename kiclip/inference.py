@@ -74,7 +74,7 @@ def load_checkpoint_model(path: str | os.PathLike) -> InferenceModel:
         raise ValueError(f"checkpoint {path} has no saved config (model/loss/data)")
     cfg = TrainConfig()
     cfg.model, cfg.loss = ModelConfig(**saved["model"]), LossConfig(**saved["loss"])
-    cfg.data = DataConfig(**saved["data"])
+    cfg.data = DataConfig.from_dict(saved["data"])
     module, _, tokenizer = build_models(cfg.model, cfg.loss, num_frames=cfg.data.num_frames,
                                         image_size=cfg.data.image_size, with_teacher=False,
                                         load_pretrained=False)

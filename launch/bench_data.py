@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kiclip.data import build_loader, open_shards
+from kiclip.data import LoaderSpec, build_loader, open_shards
 from kiclip.data.sampling import ClipSpec, plan_clip
 from kiclip.data.transforms import apply_plan
 
@@ -172,10 +172,9 @@ def main(argv=None) -> int:
              args.batch_size, args.workers, device)
 
     def shard_loader(backend):
-        loader = build_loader(shards, mode="train", batch_size=args.batch_size,
-                              num_frames=args.frames, stride=args.stride,
-                              image_size=args.image_size, backend=backend, device=device,
-                              num_workers=args.workers)
+        loader = build_loader(shards, LoaderSpec(clip=spec, batch_size=args.batch_size,
+                                                 backend=backend, num_workers=args.workers),
+                              device=device)
         def batches():
             for batch in loader:
                 if device == "cuda":
