@@ -364,8 +364,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for action in flags:
         action.help = f"{action.help or ''}{' ' if action.help else ''}[{_field_of(action.dest)}]"
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="set any config field, e.g. --set optim.warmup_epochs=1 (JSON values); "
-                        "each flag above names the field it sets in [brackets]")
+                        help="set any config field (each flag above shows in [brackets] the field "
+                        "it sets), e.g. --set optim.warmup_epochs=1 (JSON values)")
 
 
 # Flag (argparse dest) -> the config field it sets; the flags' --help shows it.

@@ -1,4 +1,5 @@
 """The fallback loader (webdataset + PyAV) and build_loader's contract, on tiny shards."""
+import json
 import logging
 import shutil
 import tarfile
@@ -133,6 +134,30 @@ def test_truncated_tar_is_reported_by_name(tiny_shards, tmp_path, caplog):
     assert tar.name in caplog.text
     assert len(open_shards(shards)) < 48
     assert sum(ok for _, _, ok, _ in epoch_rows(loader)) == 2 * len(open_shards(shards))
+
+
+def test_shard_set_is_opened_from_the_manifest(tiny_shards, tmp_path):
+    from kiclip.config import ConfigError
+    from kiclip.layout import read_shard_set
+
+    folder = tmp_path / "with-stray"
+    shutil.copytree(tiny_shards, folder)
+    shutil.copy(min(folder.glob("*.tar")), folder / "stray.tar")  # not in manifest.json
+    manifest = json.loads((folder / "manifest.json").read_text())
+    shard_set = read_shard_set(folder)
+    assert shard_set.tars == [str(folder / s["name"]) for s in manifest["shards"]]
+    assert len(shard_set) == shard_set.total == manifest["total"] == 48
+    assert shard_set.classes == [manifest["classes"][str(i)] for i in range(48)]
+    assert shard_set.root == folder and shard_set.where == str(folder)
+    assert len(open_shards(folder)) == 58  # the glob also reads the stray tar
+    # The loader over the manifest's set gives the clips, in the order, of the folder's tars.
+    spec = LoaderSpec(clip=ClipSpec(**CLIP), batch_size=5, backend="torch", num_workers=0)
+    manifest_rows = epoch_rows(build_loader(read_shard_set(tiny_shards), spec, seed=4), 1)
+    assert manifest_rows == epoch_rows(build_loader(open_shards(tiny_shards), spec, seed=4), 1)
+    for tar in folder.glob("shard-*.tar"):
+        tar.write_bytes(tar.read_bytes()[:100])
+    with pytest.raises(ConfigError, match=f"no readable samples in {folder}"):
+        read_shard_set(folder)
 
 
 def test_auto_backend_picks_torch_for_h264_on_cpu(tmp_path, caplog):
