@@ -312,7 +312,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--cross-dataset", action="store_true",
                       help="train on all classes of --data (K400 protocol, 22 epochs)")
     parser.add_argument("--config", help="JSON file of config fields (applied after the preset)")
-    flags = [
+    for action in _field_flags(parser):
+        action.help = f"{action.help or ''}{' ' if action.help else ''}[{_field_of(action.dest)}]"
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="set any config field (each flag above shows in [brackets] the field "
+                        "it sets), e.g. --set optim.warmup_epochs=1 (JSON values)")
+
+
+def _field_flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The flags that set one config field each (see _FLAG_FIELDS and _SWITCH_FIELDS)."""
+    return [
         parser.add_argument("--data", help="shard root holding train_split{k}/, base_test/, "
                             "novel_test/ (B2N) or train/ (cross-dataset); or its URL (http(s)://, "
                             "s3://, gs://, pipe:)"),
@@ -361,11 +370,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--allow-dataset-mismatch", action="store_true",
                             help="train on shards whose manifest names another dataset than --b2n"),
     ]
-    for action in flags:
-        action.help = f"{action.help or ''}{' ' if action.help else ''}[{_field_of(action.dest)}]"
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="set any config field (each flag above shows in [brackets] the field "
-                        "it sets), e.g. --set optim.warmup_epochs=1 (JSON values)")
 
 
 # Flag (argparse dest) -> the config field it sets; the flags' --help shows it.
