@@ -53,7 +53,9 @@ def view_summed_accuracy(batches: Iterable[dict], logits_fn: Callable[[torch.Ten
 @torch.no_grad()
 def evaluate_label_space(student, tokenizer, shard_set, data_cfg, *, device: torch.device,
                          dtype: torch.dtype = torch.float32, seed: int = 0, cache=None) -> dict:
-    """Top-1 of ``student`` (a VideoStudent) on one label space's test shards.
+    """Top-1 of ``student`` (a VideoStudent) on one label space's test shards: ``shard_set`` a
+    kiclip.data.ShardSet with its label space (kiclip.layout.read_shard_set), read as
+    ``data_cfg.loader_spec("test")`` says (a kiclip.config.DataConfig).
 
     All 29 templates build the classifier from ``shard_set.class_texts`` (the rephrased texts
     when the class file had them); pass a ``kiclip.text.ClassifierCache`` to reuse it across
