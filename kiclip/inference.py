@@ -69,7 +69,7 @@ def load_checkpoint_model(path: str | os.PathLike) -> InferenceModel:
         raise ValueError(f"checkpoint {path} has no saved config (model/loss/data)")
     cfg = TrainConfig()
     cfg.model, cfg.loss = ModelConfig(**saved["model"]), LossConfig(**saved["loss"])
-    cfg.data = DataConfig(**saved["data"])
+    cfg.data = DataConfig.from_dict(saved["data"])
     student, _, tokenizer = build_video_models(cfg, load_pretrained=False)
     student.load_state_dict(student_state(blob))
     return InferenceModel(student.eval(), tokenizer, cfg, str(path))

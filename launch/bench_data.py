@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kiclip.data import build_loader, open_shards
+from kiclip.data import LoaderSpec, build_loader, open_shards
 from kiclip.data.sampling import ClipSpec, plan_clip
 from kiclip.data.transforms import apply_plan
 
@@ -160,13 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def shard_loader(shards, backend: str, args, device: str):
+def shard_loader(shards, spec: ClipSpec, backend: str, args, device: str):
     """(a) or (b): (a function yielding each batch's clip count, the loader: its own counters
     are its Work)."""
-    loader = build_loader(shards, mode="train", batch_size=args.batch_size,
-                          num_frames=args.frames, stride=args.stride,
-                          image_size=args.image_size, backend=backend, device=device,
-                          num_workers=args.workers)
+    loader = build_loader(shards, LoaderSpec(clip=spec, batch_size=args.batch_size,
+                                             backend=backend, num_workers=args.workers),
+                          device=device)
 
     def batches():
         for batch in loader:
@@ -259,8 +258,8 @@ def main(argv=None) -> int:
              "device %s", len(shards), len(rows), args.frames, args.stride, args.image_size,
              args.batch_size, args.workers, device)
 
-    makers = {"dali": lambda: shard_loader(shards, "dali", args, device),
-              "torch": lambda: shard_loader(shards, "torch", args, device),
+    makers = {"dali": lambda: shard_loader(shards, spec, "dali", args, device),
+              "torch": lambda: shard_loader(shards, spec, "torch", args, device),
               "reference": lambda: reference_loader(rows, spec, args)}
     loaders, work = {}, {}
     for name in args.loaders.split(","):

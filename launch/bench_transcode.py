@@ -160,12 +160,13 @@ def loader_speed(folder: Path, backend: str, args, keyframe_windows: bool = Fals
     """clips/s and clips per CPU-second of one loader over the shards (medians of passes)."""
     from bench_data import timed_pass
 
-    from kiclip.data import build_loader
+    from kiclip.data import ClipSpec, LoaderSpec, build_loader, open_shards
 
-    loader = build_loader(str(folder), mode="train", batch_size=args.batch_size,
-                          num_frames=args.frames, stride=args.stride, image_size=args.image_size,
-                          backend=backend, device="cpu", num_workers=args.workers,
-                          keyframe_windows=keyframe_windows)
+    clip = ClipSpec(num_frames=args.frames, stride=args.stride, image_size=args.image_size,
+                    keyframe_windows=keyframe_windows)
+    spec = LoaderSpec(clip=clip, batch_size=args.batch_size, backend=backend,
+                      num_workers=args.workers)
+    loader = build_loader(open_shards(folder), spec, device="cpu")
     passes = []
     for epoch in range(args.passes + 1):  # pass 0 warms up: imports, page cache, codecs
         loader.set_epoch(epoch)

@@ -56,15 +56,15 @@ def decode_option_problem(args: argparse.Namespace) -> str | None:
 def run_decode(args: argparse.Namespace) -> int:
     """Decode ``args.decode`` videos from ``args.directory``; print JSON lines; 0 on success,
     2 when the loader cannot read the shards' codecs (or DALI is missing for --loader dali)."""
-    from kiclip.data import UnsupportedCodecError, build_loader
+    from kiclip.data import ClipSpec, LoaderSpec, UnsupportedCodecError, build_loader, open_shards
     from kiclip.data.preview import class_names, first_video_clips, write_sheet
 
+    clip = ClipSpec(num_frames=args.num_frames, stride=args.stride, image_size=args.image_size,
+                    num_views=args.views)
+    spec = LoaderSpec(mode=args.mode, clip=clip, batch_size=min(args.decode, 8),
+                      backend=args.loader, num_workers=1, shuffle=False)
     try:
-        loader = build_loader(args.directory, mode=args.mode, batch_size=min(args.decode, 8),
-                              num_frames=args.num_frames, stride=args.stride,
-                              image_size=args.image_size, seed=args.seed, backend=args.loader,
-                              device="cpu", num_workers=1, shuffle=False,
-                              num_views=args.views)
+        loader = build_loader(open_shards(args.directory), spec, seed=args.seed, device="cpu")
     except (UnsupportedCodecError, ImportError) as err:
         log.error("%s", err)
         return 2
