@@ -13,7 +13,14 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # kiclip.data imports torch, which --help does not need
+    from kiclip.data import ClipSpec, LoaderSpec
+
+# The open_clip architecture a run builds unless told otherwise (kiclip.model.factory takes it
+# from here: this module stays free of torch so that --help is quick).
+DEFAULT_MODEL = "ViT-B-16-quickgelu"
 
 
 class ConfigError(ValueError):
@@ -22,7 +29,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    data: str = ""                 # shard root: <data>/train_split{k}, base_test, novel_test
+    root: str = ""                 # shard root: <root>/train_split{k}, base_test, novel_test
     split: int = 1                 # B2N split 1..3
     num_frames: int = 8            # T
     stride: int = 16               # frame stride inside a clip window
@@ -37,14 +44,39 @@ class DataConfig:
     keyframe_windows: bool = False  # clip windows start on key frames (docs/data_plane.md)
     allow_mismatch: bool = False   # accept shards whose manifest names another dataset than --b2n
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> DataConfig:
+        """The section as a checkpoint or config.json saved it (also before ``data`` was
+        renamed ``root``)."""
+        saved = dict(saved)
+        if "data" in saved:
+            saved["root"] = saved.pop("data")
+        return cls(**saved)
+
+    def clip_spec(self) -> ClipSpec:
+        """What one clip is: T frames at the stride, the crop size, test views, flip, windows."""
+        from kiclip.data import ClipSpec
+
+        return ClipSpec(num_frames=self.num_frames, stride=self.stride, image_size=self.image_size,
+                        num_views=self.num_views, flip=self.flip, keyframe_windows=self.keyframe_windows)
+
+    def loader_spec(self, mode: str) -> LoaderSpec:
+        """How ``kiclip.data.build_loader`` reads in ``mode`` ("train": ``batch_size`` clips per
+        rank, shuffled unless ``shuffle`` is False; "test": ``eval_batch_size`` videos)."""
+        from kiclip.data import LoaderSpec
+
+        batch_size = self.batch_size if mode == "train" else self.eval_batch_size
+        return LoaderSpec(mode=mode, clip=self.clip_spec(), batch_size=batch_size,
+                          backend=self.backend, num_workers=self.num_workers, shuffle=self.shuffle)
+
 
 @dataclass
 class ModelConfig:
-    model_name: str = "ViT-B-16-quickgelu"
+    model_name: str = DEFAULT_MODEL
     pretrained: str = ""           # local file or open_clip tag; "" = random init
     temporal: bool = True
     injection: bool = True
-    mix: float = 0.5               # injection mix: h = mix*h + (1-mix)*f
+    mix: float = 0.5               # student-stream weight: h = mix*h + (1-mix)*f; 1.0 injects nothing
     mask_boundary: bool = False    # reference: zero (unmasked) neighbours at clip ends
     checkpointing: bool = False    # activation checkpointing (keeps KI)
 
@@ -210,9 +242,15 @@ def preset_table() -> str:
                      for r in rows)
 
 
+# Fields whose name changed: an old config file or --set gets an error naming the new one.
+RENAMED_FIELDS = {"data.data": "data.root"}
+
+
 def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> None:
     """Set dotted fields (``"optim.lr": 1e-5``), failing on unknown names."""
     for dotted, value in overrides.items():
+        if dotted in RENAMED_FIELDS:
+            raise ConfigError(f"config field {dotted!r} is now {RENAMED_FIELDS[dotted]!r}")
         *parents, leaf = dotted.split(".")
         target = cfg
         for part in parents:
@@ -264,7 +302,9 @@ def load_config_file(path: str) -> dict[str, Any]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Command-line flags for the fields a user changes most; `--set a.b=v` reaches any field."""
+    """Command-line flags for the fields a user changes most; `--set a.b=v` reaches any field.
+
+    Each flag's help ends with the config field it sets (from _FLAG_FIELDS / _SWITCH_FIELDS)."""
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--b2n", metavar="DATASET", choices=sorted(B2N_PRESETS),
                       help="base-to-novel training on DATASET with its recipe (table below); "
@@ -272,50 +312,69 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--cross-dataset", action="store_true",
                       help="train on all classes of --data (K400 protocol, 22 epochs)")
     parser.add_argument("--config", help="JSON file of config fields (applied after the preset)")
-    parser.add_argument("--data", help="shard root holding train_split{k}/, base_test/, novel_test/ (B2N) "
-                        "or train/ (cross-dataset); or its URL (http(s)://, s3://, gs://, pipe:)")
-    parser.add_argument("--split", type=int, choices=(1, 2, 3), help="B2N split (default 1)")
-    parser.add_argument("--pretrained", help="CLIP weights: a local file or an open_clip tag")
-    parser.add_argument("--model", dest="model_name", help="open_clip model name (default ViT-B-16-quickgelu)")
-    parser.add_argument("--output", help="run directory for checkpoints, logs and results")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="clips per rank per step")
-    parser.add_argument("--lr", type=float, help="peak learning rate")
-    parser.add_argument("--num-frames", type=int, help="frames per clip (T)")
-    parser.add_argument("--stride", type=int, help="frame stride inside a clip")
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--zero-stage", type=int,
-                        help="DeepSpeed ZeRO stage 0, 1 or 2 (default 2; 3 is refused, see docs/training.md)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                        help="auto (default): CUDA when torch can use it, else CPU with a warning if "
-                        "the driver sees a GPU that torch cannot use; cuda: fail (exit 2) instead")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
-                        help="auto (default): bf16 on CUDA, fp32 on CPU. bf16 keeps fp32 master "
-                        "weights, logits and losses (docs/model.md §9). No fp16: DeepSpeed "
-                        "needs loss scaling for it and runs it on CPU only with AVX512-FP16/AMX-FP16")
-    parser.add_argument("--loader", dest="backend", choices=("auto", "dali", "torch"),
-                        help="data loader backend (auto: DALI when it can decode the shards)")
-    parser.add_argument("--workers", dest="num_workers", type=int)
-    parser.add_argument("--mix", type=float, help="knowledge-injection mix (default 0.5)")
-    parser.add_argument("--no-distill", action="store_true", help="ablation: no FROSTER distillation")
-    parser.add_argument("--no-injection", action="store_true", help="ablation: no knowledge injection")
-    parser.add_argument("--no-temporal", action="store_true", help="ablation: plain per-frame attention")
-    parser.add_argument("--mask-boundary", action="store_true",
-                        help="mask missing temporal neighbours instead of the reference's zero keys")
-    parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing (keeps KI)")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="start fresh even when the output dir has a checkpoint")
-    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps")
-    parser.add_argument("--allow-dataset-mismatch", action="store_true",
-                        help="train on shards whose manifest names another dataset than --b2n "
-                        "(= --set data.allow_mismatch=true)")
+    for action in _field_flags(parser):
+        action.help = f"{action.help or ''}{' ' if action.help else ''}[{_field_of(action.dest)}]"
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="set any config field, e.g. --set optim.warmup_epochs=1 (JSON values)")
+                        help="set any config field (each flag above shows in [brackets] the field "
+                        "it sets), e.g. --set optim.warmup_epochs=1 (JSON values)")
 
 
+def _field_flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The flags that set one config field each (see _FLAG_FIELDS and _SWITCH_FIELDS)."""
+    return [
+        parser.add_argument("--data", help="shard root holding train_split{k}/, base_test/, "
+                            "novel_test/ (B2N) or train/ (cross-dataset); or its URL (http(s)://, "
+                            "s3://, gs://, pipe:)"),
+        parser.add_argument("--split", type=int, choices=(1, 2, 3), help="B2N split (default 1)"),
+        parser.add_argument("--pretrained", help="CLIP weights: a local file or an open_clip tag"),
+        parser.add_argument("--model", dest="model_name",
+                            help=f"open_clip model name (default {DEFAULT_MODEL})"),
+        parser.add_argument("--output", help="run directory for checkpoints, logs and results"),
+        parser.add_argument("--epochs", type=int),
+        parser.add_argument("--batch-size", type=int, help="clips per rank per step"),
+        parser.add_argument("--lr", type=float, help="peak learning rate"),
+        parser.add_argument("--num-frames", type=int, help="frames per clip (T)"),
+        parser.add_argument("--stride", type=int, help="frame stride inside a clip"),
+        parser.add_argument("--image-size", type=int),
+        parser.add_argument("--seed", type=int),
+        parser.add_argument("--zero-stage", type=int, help="DeepSpeed ZeRO stage 0, 1 or 2 "
+                            "(default 2; 3 is refused, see docs/training.md)"),
+        parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                            help="auto (default): CUDA when torch can use it, else CPU with a "
+                            "warning if the driver sees a GPU that torch cannot use; cuda: fail "
+                            "(exit 2) instead"),
+        parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                            help="auto (default): bf16 on CUDA, fp32 on CPU. bf16 keeps fp32 master "
+                            "weights, logits and losses (docs/model.md §9). No fp16: DeepSpeed "
+                            "needs loss scaling for it and runs it on CPU only with "
+                            "AVX512-FP16/AMX-FP16"),
+        parser.add_argument("--loader", dest="backend", choices=("auto", "dali", "torch"),
+                            help="data loader backend (auto: DALI when it can decode the shards)"),
+        parser.add_argument("--workers", dest="num_workers", type=int,
+                            help="DataLoader workers / DALI threads"),
+        parser.add_argument("--mix", type=float, metavar="M",
+                            help="knowledge-injection mix h = M·h + (1−M)·f, M the weight of the "
+                            "student's OWN stream (default 0.5, the reference's (h+f)/2): "
+                            "1.0 injects NOTHING (the frozen stream still runs; --no-injection "
+                            "drops it), lower values inject more"),
+        parser.add_argument("--no-distill", action="store_true", help="ablation: no FROSTER distillation"),
+        parser.add_argument("--no-injection", action="store_true", help="ablation: no knowledge injection"),
+        parser.add_argument("--no-temporal", action="store_true", help="ablation: plain per-frame attention"),
+        parser.add_argument("--mask-boundary", action="store_true",
+                            help="mask missing temporal neighbours instead of the reference's zero keys"),
+        parser.add_argument("--checkpointing", action="store_true",
+                            help="activation checkpointing (keeps KI)"),
+        parser.add_argument("--no-resume", action="store_true",
+                            help="start fresh even when the output dir has a checkpoint"),
+        parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps"),
+        parser.add_argument("--allow-dataset-mismatch", action="store_true",
+                            help="train on shards whose manifest names another dataset than --b2n"),
+    ]
+
+
+# Flag (argparse dest) -> the config field it sets; the flags' --help shows it.
 _FLAG_FIELDS = {
-    "data": "data.data", "split": "data.split", "pretrained": "model.pretrained",
+    "data": "data.root", "split": "data.split", "pretrained": "model.pretrained",
     "model_name": "model.model_name", "output": "run.output", "epochs": "optim.epochs",
     "batch_size": "data.batch_size", "lr": "optim.lr", "num_frames": "data.num_frames",
     "stride": "data.stride", "image_size": "data.image_size", "seed": "run.seed",
@@ -323,6 +382,21 @@ _FLAG_FIELDS = {
     "backend": "data.backend",
     "num_workers": "data.num_workers", "mix": "model.mix", "max_steps": "run.max_steps",
 }
+# Switch (argparse dest) -> (config field, the value it sets).
+_SWITCH_FIELDS = {
+    "no_distill": ("loss.distill", False), "no_injection": ("model.injection", False),
+    "no_temporal": ("model.temporal", False), "mask_boundary": ("model.mask_boundary", True),
+    "checkpointing": ("model.checkpointing", True), "no_resume": ("run.resume", False),
+    "allow_dataset_mismatch": ("data.allow_mismatch", True),
+}
+
+
+def _field_of(dest: str) -> str:
+    """What a flag sets, for its --help: ``data.backend`` or ``loss.distill=false``."""
+    if dest in _FLAG_FIELDS:
+        return _FLAG_FIELDS[dest]
+    field_name, value = _SWITCH_FIELDS[dest]
+    return f"{field_name}={json.dumps(value)}"
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -338,13 +412,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         apply_overrides(cfg, load_config_file(args.config))
     apply_overrides(cfg, {f: getattr(args, a) for a, f in _FLAG_FIELDS.items()
                           if getattr(args, a, None) is not None})
-    for flag, dotted, value in (("no_distill", "loss.distill", False),
-                                ("no_injection", "model.injection", False),
-                                ("no_temporal", "model.temporal", False),
-                                ("mask_boundary", "model.mask_boundary", True),
-                                ("checkpointing", "model.checkpointing", True),
-                                ("no_resume", "run.resume", False),
-                                ("allow_dataset_mismatch", "data.allow_mismatch", True)):
+    for flag, (dotted, value) in _SWITCH_FIELDS.items():
         if getattr(args, flag, False):
             apply_overrides(cfg, {dotted: value})
     for item in getattr(args, "set", []) or []:

@@ -78,7 +78,9 @@ def view_summed_accuracy(batches: Iterable[dict], logits_fn: Callable[[torch.Ten
 @torch.no_grad()
 def evaluate_label_space(student, tokenizer, shard_set, data_cfg, *, device: torch.device,
                          dtype: torch.dtype = torch.float32, seed: int = 0, cache=None) -> dict:
-    """Top-1 of ``student`` (a VideoStudent) on one label space's test shards.
+    """Top-1 of ``student`` (a VideoStudent) on one label space's test shards: ``shard_set`` a
+    kiclip.data.ShardSet with its label space (kiclip.layout.read_shard_set), read as
+    ``data_cfg.loader_spec("test")`` says (a kiclip.config.DataConfig).
 
     All 29 templates build the classifier from ``shard_set.class_texts`` (the rephrased texts
     when the class file had them); pass a ``kiclip.text.ClassifierCache`` to reuse it across
@@ -95,12 +97,7 @@ def evaluate_label_space(student, tokenizer, shard_set, data_cfg, *, device: tor
     if cache is None or cache.rephrased != rephrased:
         cache = ClassifierCache(tokenizer, rephrased)
     classifier = cache.get(student, shard_set.class_texts)
-    loader = build_loader(shard_set.shards, mode="test", batch_size=data_cfg.eval_batch_size,
-                          num_frames=data_cfg.num_frames, stride=data_cfg.stride,
-                          image_size=data_cfg.image_size, seed=seed, rank=0, world_size=1,
-                          backend=data_cfg.backend, num_views=data_cfg.num_views,
-                          num_workers=data_cfg.num_workers, device=device.type,
-                          keyframe_windows=data_cfg.keyframe_windows)
+    loader = build_loader(shard_set, data_cfg.loader_spec("test"), seed=seed, device=device.type)
     loader.set_epoch(0)
 
     def logits_fn(video: torch.Tensor) -> torch.Tensor:

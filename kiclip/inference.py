@@ -29,7 +29,9 @@ from kiclip.config import (
 from kiclip.data.decode import DecodeError, decode_frames
 from kiclip.data.sampling import CLIP_MEAN, CLIP_STD, ClipSpec, plan_clip
 from kiclip.data.transforms import apply_plan
+from kiclip.model import VideoStudent, build_video_models, video_logits
 from kiclip.video_probe import VideoProbeError, file_problem, probe_video
+from kiclip.weights import load_weights, student_state
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +42,13 @@ class VideoReadError(ValueError):
 
 @dataclass
 class InferenceModel:
-    """What inference needs: the trained module (``module.student`` is the VideoStudent),
-    the tokenizer and the resolved config (``cfg.data`` fixes frames, stride, image size)."""
+    """What inference needs: the student, the tokenizer and the resolved config
+    (``cfg.data`` fixes frames, stride, image size)."""
 
-    module: torch.nn.Module
+    student: VideoStudent
     tokenizer: Callable[[list[str]], torch.Tensor]
     cfg: TrainConfig
     source: str
-
-    @property
-    def student(self):
-        return self.module.student
 
     def clip_spec(self, views: int) -> ClipSpec:
         d = self.cfg.data
@@ -59,27 +57,22 @@ class InferenceModel:
 
 
 def load_checkpoint_model(path: str | os.PathLike) -> InferenceModel:
-    """Rebuild the train module a kiclip weights file was saved from and load its tensors.
+    """Rebuild the student a kiclip weights file was saved from and load its tensors.
 
     The architecture, injection/temporal flags and clip geometry come from the file's saved
     config; no pretrained CLIP is read (the file carries every tensor). Raises
     FileNotFoundError (missing file) or ValueError (not a kiclip weights file). Eval mode, CPU.
     """
-    from kiclip.train.assemble import build_models
-    from kiclip.train.checkpoint import load_weights
-
     blob = load_weights(path)
     saved = blob.get("config")
     if not isinstance(saved, dict) or not all(k in saved for k in ("model", "loss", "data")):
         raise ValueError(f"checkpoint {path} has no saved config (model/loss/data)")
     cfg = TrainConfig()
     cfg.model, cfg.loss = ModelConfig(**saved["model"]), LossConfig(**saved["loss"])
-    cfg.data = DataConfig(**saved["data"])
-    module, _, tokenizer = build_models(cfg.model, cfg.loss, num_frames=cfg.data.num_frames,
-                                        image_size=cfg.data.image_size, with_teacher=False,
-                                        load_pretrained=False)
-    module.load_state_dict(blob["model"])
-    return InferenceModel(module.eval(), tokenizer, cfg, str(path))
+    cfg.data = DataConfig.from_dict(saved["data"])
+    student, _, tokenizer = build_video_models(cfg, load_pretrained=False)
+    student.load_state_dict(student_state(blob))
+    return InferenceModel(student.eval(), tokenizer, cfg, str(path))
 
 
 def frozen_clip_model(model_name: str | None, pretrained: str | None,
@@ -89,16 +82,13 @@ def frozen_clip_model(model_name: str | None, pretrained: str | None,
     Clip geometry comes from the B2N ``preset`` (k400: 8 frames at stride 16, 224 px).
     ``pretrained`` empty or None gives randomly initialised weights (the caller warns).
     """
-    from kiclip.train.assemble import build_models
-
     cfg = TrainConfig()
     apply_overrides(cfg, B2N_PRESETS[preset])
     cfg.model.temporal = cfg.model.injection = False
     cfg.model.model_name = model_name or cfg.model.model_name
     cfg.model.pretrained = pretrained or ""
-    module, _, tokenizer = build_models(cfg.model, cfg.loss, num_frames=cfg.data.num_frames,
-                                        image_size=cfg.data.image_size, with_teacher=False)
-    return InferenceModel(module.eval(), tokenizer, cfg, "frozen-clip")
+    student, _, tokenizer = build_video_models(cfg)
+    return InferenceModel(student.eval(), tokenizer, cfg, "frozen-clip")
 
 
 def count_video_frames(path: str | os.PathLike) -> tuple[int, int, int]:
@@ -207,7 +197,6 @@ def video_class_scores(model: InferenceModel, clips: torch.Tensor,
     softmax of the view-averaged logits (same order; the sum would sharpen with V).
     The classifier averages all 29 templates (kiclip.text.ClassifierCache).
     """
-    from kiclip.model import video_logits
     from kiclip.text import ClassifierCache, looks_rephrased
 
     student = model.student

@@ -14,8 +14,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kiclip.config import PRESET_DATASETS, ConfigError
+
+if TYPE_CHECKING:  # kiclip.data imports torch, which --help does not need
+    from kiclip.data.shards import ShardSet
 
 log = logging.getLogger(__name__)
 
@@ -27,43 +31,10 @@ SPLIT_HINT = ("build it with shard_tools/make_splits.py and shard_tools/make_sha
               "(see docs/data.md), or point --data at the folder that holds it")
 
 
-@dataclass
-class ShardSet:
-    """One make_shards output folder and its label space.
-
-    ``classes`` are the plain names; ``class_texts`` what the prompts are built from (the
-    rephrased "Name: description" texts when the class file had them, else the names), with
-    ``rephrased`` saying which. ``dataset`` is the manifest's dataset name, None when unrecorded.
-    ``source`` is the URL the tars are streamed from when ``path`` holds only the manifest (see
-    STREAM_SOURCE), else None.
-    """
-    path: Path
-    classes: list[str]
-    total: int
-    class_texts: list[str] | None = None
-    dataset: str | None = None
-    source: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.class_texts is None:
-            self.class_texts = list(self.classes)
-
-    @property
-    def rephrased(self) -> bool:
-        return self.class_texts != self.classes
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.path / "manifest.json"
-
-    @property
-    def shards(self) -> str:
-        """What the loaders open: the streamed URL, else the local folder."""
-        return self.source or str(self.path)
-
-
 def read_shard_set(path: str | Path) -> ShardSet:
-    """Read and check ``path/manifest.json``; ConfigError naming the file on any problem."""
+    """Read and check ``path/manifest.json`` and open the tars it lists (streamed from the
+    folder's STREAM_SOURCE URL when it holds only the manifest); ConfigError naming the file on
+    any problem."""
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not path.is_dir():
@@ -74,6 +45,24 @@ def read_shard_set(path: str | Path) -> ShardSet:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{manifest_path} is not valid JSON ({err}); rebuild the shards") from None
+    order, classes = _classes(manifest, manifest_path)
+    shards = manifest.get("shards", [])
+    source = (path / STREAM_SOURCE).read_text().strip() if (path / STREAM_SOURCE).is_file() else None
+    missing = [s["name"] for s in shards if not (path / s["name"]).is_file()]
+    if missing and source is None:
+        raise ConfigError(f"{path}: shards named in manifest.json are missing: {', '.join(missing[:5])}")
+    total = int(manifest.get("total", 0))
+    if total <= 0 or not shards:
+        raise ConfigError(f"{manifest_path} lists no samples; check the list file and the skipped rows")
+    dataset = manifest.get("dataset")
+    label_space = {"root": path, "classes": classes, "total": total, "source": source,
+                   "class_texts": _class_texts(manifest, manifest_path, order, classes),
+                   "dataset": str(dataset) if dataset else None}
+    return _open(path, [s["name"] for s in shards], label_space)
+
+
+def _classes(manifest: dict, manifest_path: Path) -> tuple[list[str], list[str]]:
+    """The class ids in order and their names; ConfigError on gaps or unnamed labels."""
     names = manifest.get("classes")
     if not isinstance(names, dict) or not names:
         raise ConfigError(f"{manifest_path} has no 'classes' mapping; rebuild with make_shards --classes FILE")
@@ -88,18 +77,19 @@ def read_shard_set(path: str | Path) -> ShardSet:
         if not 0 <= int(label) < len(classes):
             raise ConfigError(f"{manifest_path}: samples carry label {label} but only {len(classes)} "
                               "class names are given: the list and the class-names file disagree")
-    shards = manifest.get("shards", [])
-    source = (path / STREAM_SOURCE).read_text().strip() if (path / STREAM_SOURCE).is_file() else None
-    missing = [s["name"] for s in shards if not (path / s["name"]).is_file()]
-    if missing and source is None:
-        raise ConfigError(f"{path}: shards named in manifest.json are missing: {', '.join(missing[:5])}")
-    total = int(manifest.get("total", 0))
-    if total <= 0 or not shards:
-        raise ConfigError(f"{manifest_path} lists no samples; check the list file and the skipped rows")
-    texts = _class_texts(manifest, manifest_path, order, classes)
-    dataset = manifest.get("dataset")
-    return ShardSet(path=path, classes=classes, total=total, class_texts=texts,
-                    dataset=str(dataset) if dataset else None, source=source)
+    return order, classes
+
+
+def _open(path: Path, names: list[str], label_space: dict) -> ShardSet:
+    """The ShardSet of the tars ``names`` in ``path`` (or streamed from its source URL)."""
+    from kiclip.data.shards import open_tars, open_url_shards
+
+    if label_space["source"] is not None:
+        return open_url_shards(label_space["source"], **label_space)
+    try:
+        return open_tars([str(path / name) for name in names], where=str(path), **label_space)
+    except ValueError as err:  # every tar truncated or unreadable (each one logged)
+        raise ConfigError(f"{err}: rebuild the shards with make_shards") from None
 
 
 def _class_texts(manifest: dict, manifest_path: Path, order: list[str], classes: list[str]) -> list[str]:
@@ -187,7 +177,7 @@ def prompt_record(shard_sets: dict[str, ShardSet]) -> dict:
     for name, shard_set in shard_sets.items():
         texts = shard_set.class_texts
         spaces[name] = {
-            "shards": str(shard_set.path), "dataset": shard_set.dataset,
+            "shards": str(shard_set.root), "dataset": shard_set.dataset,
             "rephrased": shard_set.rephrased, "class_texts": {str(i): t for i, t in enumerate(texts)},
             "example_prompt": build_prompts(texts[:1], TEMPLATES[0], shard_set.rephrased)[0],
         }

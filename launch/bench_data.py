@@ -33,15 +33,12 @@ import sys
 import time
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import av
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kiclip.data import build_loader, open_shards
+from kiclip.data import LoaderSpec, build_loader, open_shards
 from kiclip.data.sampling import ClipSpec, plan_clip
 from kiclip.data.transforms import apply_plan
 
@@ -143,7 +140,7 @@ def timed_pass(make_batches) -> tuple[float, float]:
     return clips / wall, clips / max(cpu, 1e-9)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--shards", type=Path, required=True, help="make_shards.py output directory")
@@ -160,70 +157,76 @@ def main(argv=None) -> int:
     p.add_argument("--loaders", default="dali,torch,reference",
                    help="comma list of loaders to run")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[bench_data] %(message)s")
+    return p
 
-    spec = ClipSpec(num_frames=args.frames, stride=args.stride, image_size=args.image_size)
-    shards = open_shards(args.shards)
-    rows = read_list(args.list, args.video_root)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    log.info("%d samples in shards, %d videos in the list; T=%d s=%d S=%d, batch %d, %d workers, "
-             "device %s", len(shards), len(rows), args.frames, args.stride, args.image_size,
-             args.batch_size, args.workers, device)
 
-    def shard_loader(backend):
-        loader = build_loader(shards, mode="train", batch_size=args.batch_size,
-                              num_frames=args.frames, stride=args.stride,
-                              image_size=args.image_size, backend=backend, device=device,
-                              num_workers=args.workers)
-        def batches():
-            for batch in loader:
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                yield int(batch["valid"].sum())
-        return batches, loader  # the loader's own counters are its Work
+def shard_loader(shards, spec: ClipSpec, backend: str, args, device: str):
+    """(a) or (b): (a function yielding each batch's clip count, the loader: its own counters
+    are its Work)."""
+    loader = build_loader(shards, LoaderSpec(clip=spec, batch_size=args.batch_size,
+                                             backend=backend, num_workers=args.workers),
+                          device=device)
 
-    def reference_loader():
-        data = DataLoader(ReferenceClips(rows, spec, seed=0), batch_size=args.batch_size,
-                          num_workers=args.workers, worker_init_fn=_worker_init, shuffle=True,
-                          prefetch_factor=4 if args.workers else None)
-        work = Work()
-        def batches():
-            for video, _, decoded, size in data:
-                work.clips += video.shape[0]
-                work.decoded_frames += int(decoded.sum())
-                work.bytes_read += int(size.sum())
-                yield video.shape[0]
-        return batches, work
+    def batches():
+        for batch in loader:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            yield int(batch["valid"].sum())
+    return batches, loader
 
-    makers = {"dali": lambda: shard_loader("dali"), "torch": lambda: shard_loader("torch"),
-              "reference": reference_loader}
-    names = args.loaders.split(",")
-    loaders, work = {}, {}
-    for name in names:
-        loaders[name], work[name] = makers[name]()
+
+def reference_loader(rows: list[tuple[str, int]], spec: ClipSpec, args):
+    """(c): (a function yielding each batch's clip count, its Work counters)."""
+    data = DataLoader(ReferenceClips(rows, spec, seed=0), batch_size=args.batch_size,
+                      num_workers=args.workers, worker_init_fn=_worker_init, shuffle=True,
+                      prefetch_factor=4 if args.workers else None)
+    work = Work()
+
+    def batches():
+        for video, _, decoded, size in data:
+            work.clips += video.shape[0]
+            work.decoded_frames += int(decoded.sum())
+            work.bytes_read += int(size.sum())
+            yield video.shape[0]
+    return batches, work
+
+
+def interleaved_passes(loaders: dict, runs: int) -> dict[str, list[tuple[float, float]]]:
+    """(clips/s, clips per CPU-second) of each timed pass per loader: a warm-up round, then
+    ``runs`` rounds of every loader, the order rotating from round to round."""
+    names = list(loaders)
     passes: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     for name in names:  # warm-up round: page cache, imports, codec init
         timed_pass(loaders[name])
-    for run in range(args.runs):
+    for run in range(runs):
         order = names[run % len(names):] + names[:run % len(names)]
         for name in order:
             passes[name].append(timed_pass(loaders[name]))
             log.info("round %d %-9s %6.2f clips/s  %6.2f clips/CPU-s", run + 1, name,
                      *passes[name][-1])
+    return passes
+
+
+def loader_results(passes: dict, work: dict) -> dict[str, dict]:
+    """Per loader: median clips/s and clips/CPU-s, every run's clips/s, and the work per clip."""
     results = {}
-    for name in names:
-        rate = statistics.median(r for r, _ in passes[name])
-        per_cpu = statistics.median(c for _, c in passes[name])
+    for name, runs in passes.items():
+        rate = statistics.median(r for r, _ in runs)
+        per_cpu = statistics.median(c for _, c in runs)
         results[name] = {"clips_per_s": round(rate, 2), "clips_per_cpu_s": round(per_cpu, 2),
-                         "runs": [round(r, 2) for r, _ in passes[name]],
+                         "runs": [round(r, 2) for r, _ in runs],
                          **work_per_clip(work[name])}
         log.info("%-9s %8.2f clips/s  %7.2f clips/CPU-s  %7.1f decoded frames/clip  "
                  "%9d bytes/clip  runs %s", name, rate, per_cpu,
                  results[name]["decoded_frames_per_clip"], results[name]["bytes_per_clip"],
                  results[name]["runs"])
+    return results
+
+
+def summary_json(results: dict, shards, args, device: str, videos: int) -> dict:
+    """The last line's JSON: each figure per loader, the ratios to (c), the spec and machine."""
     ref = results.get("reference", {}).get("clips_per_s")
-    summary = {
+    return {
         "clips_per_s": {k: v["clips_per_s"] for k, v in results.items()},
         "clips_per_cpu_s": {k: v["clips_per_cpu_s"] for k, v in results.items()},
         "ratio_to_reference": {k: round(v["clips_per_s"] / ref, 2) for k, v in results.items()}
@@ -237,11 +240,32 @@ def main(argv=None) -> int:
         "runs": {k: v["runs"] for k, v in results.items()},
         "spec": {"frames": args.frames, "stride": args.stride, "image_size": args.image_size,
                  "batch_size": args.batch_size, "workers": args.workers, "device": device,
-                 "videos": len(rows)},
+                 "videos": videos},
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                    f"load average {os.getloadavg()[0]:.1f}",
     }
-    print(json.dumps(summary))
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[bench_data] %(message)s")
+
+    spec = ClipSpec(num_frames=args.frames, stride=args.stride, image_size=args.image_size)
+    shards = open_shards(args.shards)
+    rows = read_list(args.list, args.video_root)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    log.info("%d samples in shards, %d videos in the list; T=%d s=%d S=%d, batch %d, %d workers, "
+             "device %s", len(shards), len(rows), args.frames, args.stride, args.image_size,
+             args.batch_size, args.workers, device)
+
+    makers = {"dali": lambda: shard_loader(shards, spec, "dali", args, device),
+              "torch": lambda: shard_loader(shards, spec, "torch", args, device),
+              "reference": lambda: reference_loader(rows, spec, args)}
+    loaders, work = {}, {}
+    for name in args.loaders.split(","):
+        loaders[name], work[name] = makers[name]()
+    results = loader_results(interleaved_passes(loaders, args.runs), work)
+    print(json.dumps(summary_json(results, shards, args, device, len(rows))))
     return 0
 
 

@@ -34,7 +34,7 @@ import time
 
 import torch
 
-from kiclip.config import LossConfig, ModelConfig
+from kiclip.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 
 # Dense (no sparsity) bf16 tensor-core peak, TFLOP/s, from the datasheets; more specific names
 # first. Unknown cards report no MFU.
@@ -186,10 +186,10 @@ def build_step(variant: Variant, args, device: torch.device, dtype: torch.dtype)
 
     torch.manual_seed(0)
     with device if device.type == "meta" else contextlib.nullcontext():
-        module, teacher, tokenizer = build_models(
-            ModelConfig(model_name=args.model, injection=variant.injection),
-            LossConfig(distill=variant.distill), num_frames=args.frames, image_size=args.image_size,
-            with_teacher=variant.distill, load_pretrained=False)
+        cfg = TrainConfig(model=ModelConfig(model_name=args.model, injection=variant.injection),
+                          loss=LossConfig(distill=variant.distill),
+                          data=DataConfig(num_frames=args.frames, image_size=args.image_size))
+        module, teacher, tokenizer = build_models(cfg, load_pretrained=False)
     module.to(device=device, dtype=dtype).train()
     if teacher is not None:
         teacher.to(device=device, dtype=dtype)

@@ -39,10 +39,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import av
 import numpy as np
 
@@ -164,12 +160,13 @@ def loader_speed(folder: Path, backend: str, args, keyframe_windows: bool = Fals
     """clips/s and clips per CPU-second of one loader over the shards (medians of passes)."""
     from bench_data import timed_pass
 
-    from kiclip.data import build_loader
+    from kiclip.data import ClipSpec, LoaderSpec, build_loader, open_shards
 
-    loader = build_loader(str(folder), mode="train", batch_size=args.batch_size,
-                          num_frames=args.frames, stride=args.stride, image_size=args.image_size,
-                          backend=backend, device="cpu", num_workers=args.workers,
-                          keyframe_windows=keyframe_windows)
+    clip = ClipSpec(num_frames=args.frames, stride=args.stride, image_size=args.image_size,
+                    keyframe_windows=keyframe_windows)
+    spec = LoaderSpec(clip=clip, batch_size=args.batch_size, backend=backend,
+                      num_workers=args.workers)
+    loader = build_loader(open_shards(folder), spec, device="cpu")
     passes = []
     for epoch in range(args.passes + 1):  # pass 0 warms up: imports, page cache, codecs
         loader.set_epoch(epoch)
@@ -378,7 +375,7 @@ def markdown_keyframe_windows_table(results: list[dict], loaders: list[str]) -> 
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     from shard_tools.cli_common import non_negative_int, positive_float, positive_int
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -406,6 +403,11 @@ def main(argv=None) -> int:
     p.add_argument("--keyframe-windows", action=argparse.BooleanOptionalAction, default=True,
                    help="also run the loaders with key-frame windows (rows with a packet index "
                         "and a GOP over 1); the computed columns are always filled")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[bench_transcode] %(message)s")
     logging.getLogger("make_shards").setLevel(logging.WARNING)

@@ -32,7 +32,7 @@ from pathlib import Path
 from kiclip.config import B2N_PRESETS, ConfigError, preset_table
 from kiclip.layout import check_datasets, prompt_record, read_shard_set, resolve_protocol
 from kiclip.remote import localize_protocol
-from kiclip.video_probe import file_problem
+from kiclip.weights import weights_file_problem
 
 log = logging.getLogger("kiclip.evaluate")
 
@@ -77,10 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spaces = _label_spaces(args)
         for path in args.checkpoint or []:
-            problem = file_problem(path, "checkpoint")
+            problem = weights_file_problem(path)
             if problem:
-                raise ConfigError(f"{problem} (train.py writes RUN/weights/epoch_NNN.pt; "
-                                  "average_weights.py writes RUN/averaged.pt)")
+                raise ConfigError(problem)
     except ConfigError as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
@@ -137,7 +136,7 @@ def _evaluate_one(args, source: str, spaces: dict) -> dict:
             loaded = load_checkpoint_model(source)
         except ValueError as err:  # load_weights names the file and what is wrong with it
             raise ConfigError(str(err)) from err
-    module, tokenizer, cfg = loaded.module, loaded.tokenizer, loaded.cfg
+    student, tokenizer, cfg = loaded.student, loaded.tokenizer, loaded.cfg
     cfg.data.num_views = args.views
     if args.batch_size:
         cfg.data.eval_batch_size = args.batch_size
@@ -146,10 +145,10 @@ def _evaluate_one(args, source: str, spaces: dict) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         configure_cpu_threads(cfg.data.num_workers)
-    module.to(device)
+    student.to(device)
     result = {"source": source}
     for name, shard_set in spaces.items():
-        acc = evaluate_label_space(module.student, tokenizer, shard_set, cfg.data, device=device,
+        acc = evaluate_label_space(student, tokenizer, shard_set, cfg.data, device=device,
                                    seed=args.seed)
         result[name] = acc["top1"]
         result[f"{name}_detail"] = acc

@@ -43,16 +43,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    sys.path.insert(0, str(ROOT))
-
-from shard_tools.synthetic_world import (  # noqa: E402  (after the path set-up)
+from shard_tools.synthetic_world import (
     SCIENCE_OBJECT_RADIUS,
     format_radius_range,
 )
 
 log = logging.getLogger("kiclip.experiment_b2n")
+
+ROOT = Path(__file__).resolve().parents[1]  # the product's commands run from the checkout
 
 TEACHERS = {"synthetic": "cache/teacher/kiclip-tiny.pt", "science": "cache/teacher/kiclip-tiny-48.pt"}
 METHOD_FLAGS = {
@@ -395,8 +393,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sweep = args.lr_sweep
     mix_study = not args.no_mix_study and "kiclip" in methods and not sweep
+    settings = _settings_from_args(args, seeds, methods, mix_study)
+    started = time.perf_counter()
+    work = _under_root(args.work or ("runs/science_lr" if sweep else "runs/science"))
+    _ensure_teacher(settings, work)
+    teacher_s = time.perf_counter() - started
+
+    if sweep:
+        return _lr_sweep_main(args, argv, settings, work, teacher_s, started)
+    outcome = run_experiment(settings, work, jobs=args.jobs, mix_study=mix_study)
+    return _report_main(args, argv, settings, outcome, teacher_s, started)
+
+
+def _settings_from_args(args, seeds: list[int], methods: list[str],
+                        mix_study: bool) -> ExperimentSettings:
+    """The settings the command line asks for; --lr-sweep has its own epoch and test-set
+    defaults."""
+    sweep = args.lr_sweep
     d = ExperimentSettings()
-    settings = ExperimentSettings(
+    return ExperimentSettings(
         seeds=seeds, methods=methods, preset=args.preset, lr=args.lr, views=args.views,
         epochs=args.epochs or (SWEEP_EPOCHS if sweep else d.epochs),
         test_per_class=args.test_per_class or (SWEEP_TEST_PER_CLASS if sweep else d.test_per_class),
@@ -404,29 +419,47 @@ def main(argv: list[str] | None = None) -> int:
         # 0.5 is the kiclip arm and 1.0 (nothing injected) the distill arm: not trained twice.
         mix_values=[v for v in (float(x) for x in args.mix.split(",") if x.strip())
                     if v not in (0.5, 1.0)] if mix_study else [])
-    started = time.perf_counter()
-    work = _under_root(args.work or ("runs/science_lr" if sweep else "runs/science"))
 
+
+def _ensure_teacher(settings: ExperimentSettings, work: Path) -> None:
+    """Pre-train the teacher with pretrain_teacher.py when settings.teacher does not exist, on
+    this experiment's world and at its preset's image size."""
     teacher_path = ROOT / settings.teacher
-    if not teacher_path.is_file():
-        log.info("no teacher at %s: pre-training it first (about 2 CPU minutes)", teacher_path)
-        from kiclip.config import B2N_PRESETS
+    if teacher_path.is_file():
+        return
+    log.info("no teacher at %s: pre-training it first (about 2 CPU minutes)", teacher_path)
+    from kiclip.config import B2N_PRESETS
 
-        Runner(work)("pretrain_teacher", "launch/pretrain_teacher.py", "--synthetic",
-                     "--out", teacher_path, "--no-progress",
-                     "--object-radius", format_radius_range(settings.object_radius), "--image-size",
-                     B2N_PRESETS[settings.preset]["data.image_size"])
-    teacher_s = time.perf_counter() - started
+    Runner(work)("pretrain_teacher", "launch/pretrain_teacher.py", "--synthetic",
+                 "--out", teacher_path, "--no-progress",
+                 "--object-radius", format_radius_range(settings.object_radius), "--image-size",
+                 B2N_PRESETS[settings.preset]["data.image_size"])
 
-    if sweep:
-        return _lr_sweep_main(args, argv, settings, work, teacher_s, started)
-    outcome = run_experiment(settings, work, jobs=args.jobs, mix_study=mix_study)
 
-    from kiclip.science import aggregate, check_claims, write_report
+def _report_main(args, argv, settings: ExperimentSettings, outcome: dict, teacher_s: float,
+                 started: float) -> int:
+    """The main table and mix study: write science.json and the doc, print the table."""
+    from kiclip.science import aggregate, write_report
 
     results = aggregate(outcome["main"])
     mix = aggregate(outcome["mix"]) if outcome["mix"] else None
     wall = {**outcome["wall"], "teacher_s": teacher_s, "all_s": time.perf_counter() - started}
+    record = _run_record(args, argv, settings, wall)
+    teacher_note = "cached" if teacher_s < 5 else f"trained, {teacher_s / 60:.1f} min"
+    provenance = [(f"Numbers below: `{record['command']}`, {wall['all_s'] / 60:.1f} min wall "
+                   f"(teacher {teacher_note}), {os.cpu_count()} CPU cores, {args.jobs} "
+                   "subprocesses side by side, one thread each.")]
+    paths = write_report(ROOT / args.output if not Path(args.output).is_absolute() else args.output,
+                         ROOT / args.doc if not Path(args.doc).is_absolute() else args.doc,
+                         results, record, mix=mix, provenance=provenance, preamble=PREAMBLE)
+    _print_results(results, mix)
+    print(f"wrote {paths['json']} and {paths['doc']} in {wall['all_s'] / 60:.1f} min")
+    return 0
+
+
+def _run_record(args, argv, settings: ExperimentSettings, wall: dict) -> dict:
+    """science.json's settings: the experiment's, its cost, the teacher and the command."""
+    teacher_path = ROOT / settings.teacher
     record = {**asdict(settings), "test_videos": 48 * settings.test_per_class,
               "train_videos": 24 * settings.shots, "wall_s": wall, "jobs": args.jobs,
               "threads_per_process": 1, "teacher_sha256": _file_digest(teacher_path),
@@ -438,13 +471,13 @@ def main(argv: list[str] | None = None) -> int:
         record["teacher_pretraining"] = {"steps": t["training"]["steps"],
                                          "zero_shot_heldout_frames": t["zero_shot"]["all"],
                                          "wall_s": t["wall_s"]}
-    teacher_note = "cached" if teacher_s < 5 else f"trained, {teacher_s / 60:.1f} min"
-    provenance = [(f"Numbers below: `{record['command']}`, {wall['all_s'] / 60:.1f} min wall "
-                   f"(teacher {teacher_note}), {os.cpu_count()} CPU cores, {args.jobs} "
-                   "subprocesses side by side, one thread each.")]
-    paths = write_report(ROOT / args.output if not Path(args.output).is_absolute() else args.output,
-                         ROOT / args.doc if not Path(args.doc).is_absolute() else args.doc,
-                         results, record, mix=mix, provenance=provenance, preamble=PREAMBLE)
+    return record
+
+
+def _print_results(results: dict, mix: dict | None) -> None:
+    """Base / Novel / HM per method (mean ± std over seeds), per mix, and the claims' verdicts."""
+    from kiclip.science import check_claims
+
     for key, summary in results.items():
         print(f"{key:9s} Base {summary['base']:5.1f} ± {summary['base_std']:.1f}  "
               f"Novel {summary['novel']:5.1f} ± {summary['novel_std']:.1f}  "
@@ -454,8 +487,6 @@ def main(argv: list[str] | None = None) -> int:
     if all(k in results for k in ("teacher", "finetune", "distill", "kiclip")):
         for item in check_claims(results):
             print(f"[{'ok' if item['holds'] else 'NO'}] {item['claim']}  ({item['values']})")
-    print(f"wrote {paths['json']} and {paths['doc']} in {wall['all_s'] / 60:.1f} min")
-    return 0
 
 
 def _preset_description(name: str) -> str:
@@ -501,6 +532,17 @@ def _lr_sweep_main(args, argv, settings: ExperimentSettings, work: Path, teacher
     output = _under_root(args.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "science_lr_sweep.json").write_text(json.dumps(sweep_json(sweep, record), indent=2) + "\n")
+    provenance = _sweep_provenance(command, args, settings, wall, load)
+    replace_section(doc, sweep_section(sweep, record, provenance, chart.name))
+    print(sweep_table(sweep))
+    print(f"wrote {output / 'science_lr_sweep.json'}, {chart} and the sweep section of {doc} "
+          f"in {wall['all_s'] / 60:.1f} min")
+    return 0
+
+
+def _sweep_provenance(command: str, args, settings: ExperimentSettings, wall: dict,
+                      load: dict) -> str:
+    """The sweep section's first sentence: what ran, on what, and what its processes cost."""
     cpu = wall["subprocess_cpu_s"] + wall["reused_cpu_s"]
     cores = os.cpu_count() or 1
     provenance = (f"`{command}`: {len(args.lr_sweep)} lrs × {len(settings.methods)} methods × "
@@ -516,11 +558,7 @@ def _lr_sweep_main(args, argv, settings: ExperimentSettings, work: Path, teacher
                   + (f"; {wall['reused_runs_without_cpu_record']} reused training runs have no CPU "
                      "record and are not counted" if wall["reused_runs_without_cpu_record"] else "")
                   + ".")
-    replace_section(doc, sweep_section(sweep, record, provenance, chart.name))
-    print(sweep_table(sweep))
-    print(f"wrote {output / 'science_lr_sweep.json'}, {chart} and the sweep section of {doc} "
-          f"in {wall['all_s'] / 60:.1f} min")
-    return 0
+    return provenance
 
 
 if __name__ == "__main__":

@@ -232,8 +232,11 @@ def dali_decode(out: Path, shard_root: Path, min_psnr: float) -> int:
 def _decode_all(build_loader, shards: Path, device: str, backend: str) -> dict:
     """Every test-mode clip of ``shards`` decoded by ``backend`` on ``device``, keyed by
     (key, view), as CPU tensors."""
-    loader = build_loader(str(shards), mode="test", batch_size=4, num_frames=8, stride=2, image_size=64,
-                          backend=backend, device=device, num_workers=2, shuffle=False, num_views=1)
+    from kiclip.data import ClipSpec, LoaderSpec, open_shards
+
+    spec = LoaderSpec(mode="test", clip=ClipSpec(num_frames=8, stride=2, image_size=64, num_views=1),
+                      batch_size=4, backend=backend, num_workers=2, shuffle=False)
+    loader = build_loader(open_shards(shards), spec, device=device)
     clips = {}
     for batch in loader:
         for i, (key, valid) in enumerate(zip(batch["key"], batch["valid"].tolist())):

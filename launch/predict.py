@@ -113,18 +113,14 @@ def input_problems(args) -> str | None:
     """The first bad --video / --checkpoint / number, found without importing torch (so a
     typo is answered at once); None when they look usable."""
     from kiclip.video_probe import file_problem
+    from kiclip.weights import weights_file_problem
 
     if args.top_k < 1 or args.views < 1:
         return "--top-k and --views must be >= 1"
     problem = file_problem(args.video, "video")
     if problem:
         return problem
-    if args.checkpoint:
-        problem = file_problem(args.checkpoint, "checkpoint")
-        if problem:
-            return (f"{problem} (train.py writes RUN/weights/epoch_NNN.pt; average_weights.py "
-                    "writes RUN/averaged.pt)")
-    return None
+    return weights_file_problem(args.checkpoint) if args.checkpoint else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(1, f"cannot load the model: {err}")
     import torch
 
-    model.module.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.student.to("cuda" if torch.cuda.is_available() else "cpu")
     try:
         result = predict(model, args.video, class_names, args.top_k, args.views)
     except VideoReadError as err:

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stream and cfg.data.backend == "dali":
             raise ConfigError("--stream reads tars with the torch loader (DALI reads local files "
                               "only): use --loader torch or auto, or drop --stream to stage them")
-        data = localize_protocol(cfg.data.data, cfg.mode, cfg.data.split, cache_dir=args.cache_dir,
+        data = localize_protocol(cfg.data.root, cfg.mode, cfg.data.split, cache_dir=args.cache_dir,
                                  stream=args.stream)
         protocol = resolve_protocol(data, cfg.mode, cfg.data.split)
         if cfg.mode == "b2n":
@@ -150,7 +150,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData, device_type: str) -> dict | 
     # A codec the loader cannot read is a dataset problem: exit 2 before the run directory exists.
     evaluated = list(protocol.evals.values()) if cfg.run.eval_at_end else []
     for shard_set in [protocol.train, *evaluated]:
-        check_loader_codecs(shard_set.shards, cfg.data.backend, device.type)
+        check_loader_codecs(shard_set, cfg.data.backend, device.type)
     if device.type == "cpu":
         configure_cpu_threads(cfg.data.num_workers,
                               int(os.environ.get("LOCAL_WORLD_SIZE", world)))
@@ -173,9 +173,7 @@ def train(cfg: TrainConfig, protocol: ProtocolData, device_type: str) -> dict | 
 
     # Identical initial weights on every rank; the data order has its own seeds.
     torch.manual_seed(cfg.run.seed)
-    module, teacher, tokenizer = build_models(
-        cfg.model, cfg.loss, num_frames=cfg.data.num_frames, image_size=cfg.data.image_size,
-        with_teacher=cfg.loss.distill)
+    module, teacher, tokenizer = build_models(cfg)
     if teacher is not None:
         teacher.to(device=device, dtype=dtype)
     # The class file's texts (rephrased "Name: description" when it had them), not the bare names.
@@ -183,12 +181,8 @@ def train(cfg: TrainConfig, protocol: ProtocolData, device_type: str) -> dict | 
     targets = TeacherTargets(teacher, prompts) if teacher is not None else None
     templates = TemplateSampler(cfg.run.seed)
 
-    loader = build_loader(protocol.train.shards, mode="train", batch_size=cfg.data.batch_size,
-                          num_frames=cfg.data.num_frames, stride=cfg.data.stride,
-                          image_size=cfg.data.image_size, seed=cfg.run.seed, rank=rank,
-                          world_size=world, backend=cfg.data.backend, shuffle=cfg.data.shuffle,
-                          num_workers=cfg.data.num_workers, device=device.type,
-                          flip=cfg.data.flip, keyframe_windows=cfg.data.keyframe_windows)
+    loader = build_loader(protocol.train, cfg.data.loader_spec("train"), seed=cfg.run.seed,
+                          rank=rank, world_size=world, device=device.type)
     steps_per_epoch = len(loader)
     total_steps = cfg.optim.epochs * steps_per_epoch
     schedule = lambda_for(cfg.optim.lr, total_steps=total_steps,

@@ -120,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     from kiclip.eigencam import parse_layers
     from kiclip.inference import VideoReadError, load_checkpoint_model
     from kiclip.video_probe import file_problem
+    from kiclip.weights import weights_file_problem
 
     def fail(code: int, message: str) -> int:
         print(f"visualize.py: error: {message}", file=sys.stderr)
         return code
 
-    for problem in (file_problem(args.video, "video"), file_problem(args.checkpoint, "checkpoint")):
+    for problem in (file_problem(args.video, "video"), weights_file_problem(args.checkpoint)):
         if problem:
             return fail(2, problem)
     try:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(1, f"cannot load checkpoint {args.checkpoint}: {err}")
     import torch
 
-    model.module.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.student.to("cuda" if torch.cuda.is_available() else "cpu")
     num_layers = len(model.student.clip.visual.transformer.resblocks)
     try:
         layers = parse_layers(args.layers, num_layers) if args.layers else None

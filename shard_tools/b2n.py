@@ -29,6 +29,12 @@ PRESETS: dict[str, tuple[int, int]] = {
 SYNTHETIC_RULE = "base when (colour index + shape index) is even"
 
 
+def is_synthetic_base(colour: int, shape: int) -> bool:
+    """Whether a synthetic-world class (by its colour and shape indices) is base: the
+    colour+shape parity rule of ``SYNTHETIC_RULE``, the same for all its directions."""
+    return (colour + shape) % 2 == 0
+
+
 def split_classes(
     n_classes: int, n_base: int, order: str = "class", seed: int = 0
 ) -> tuple[list[int], list[int]]:
@@ -54,8 +60,7 @@ def synthetic_split(world: dict) -> tuple[list[int], list[int]]:
     measurable."""
     base, novel = [], []
     for index, attrs in sorted(world["classes"].items(), key=lambda kv: int(kv[0])):
-        is_base = (attrs["colour"] + attrs["shape"]) % 2 == 0
-        (base if is_base else novel).append(int(index))
+        (base if is_synthetic_base(attrs["colour"], attrs["shape"]) else novel).append(int(index))
     return base, novel
 
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from tqdm import tqdm
 
-# Numeric argparse types live in kiclip (inspect_decode uses them too); commands import them here.
+# Numeric argparse types live in kiclip (launch commands may use them too); commands import them here.
 from kiclip.cli_args import non_negative_int, number_type, positive_float, positive_int  # noqa: F401
 
 T = TypeVar("T")

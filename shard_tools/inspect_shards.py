@@ -215,9 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "s3://, gs://, pipe:), staged into --cache-dir first (docs/data.md)")
     p.add_argument("--cache-dir", help="where a URL is staged (default ~/.cache/kiclip/shards)")
     add_run_options(p)
-    from kiclip.data.inspect_decode import (
-        add_decode_options,  # kiclip/data owns --decode
-    )
+    from shard_tools.inspect_decode import add_decode_options
 
     add_decode_options(p)
     return p
@@ -226,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from kiclip.data.inspect_decode import decode_option_problem
+    from shard_tools.inspect_decode import decode_option_problem
 
     problem = decode_option_problem(args)  # before minutes of decoding, not after
     if problem:
@@ -241,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAIL {err}")
         return 1
     if args.decode:
-        from kiclip.data.inspect_decode import run_decode
+        from shard_tools.inspect_decode import run_decode
 
         return run_decode(args)
     try:

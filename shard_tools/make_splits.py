@@ -65,34 +65,16 @@ def make_splits(
     write_classes(out / "base_classes.json", [classes[i].text for i in base])
     write_classes(out / "novel_classes.json", [classes[i].text for i in novel])
 
-    splits = []
     if published_train:
-        for k, path in enumerate(published_train, start=1):
-            rows = b2n.adopt_published(read_video_list(path), base, str(path))
-            write_video_list(out / f"split{k}" / "train.csv", rows)
-            splits.append({"split": k, "source": str(path), "train_rows": len(rows)})
+        splits = _adopt_published_train(out, base, published_train)
     else:
         if train_list is None:
             raise ValueError("--train-list is needed unless --published-train is given")
         train_rows = _checked_rows(train_list, len(classes), classes_path)
-        for k in range(1, num_splits + 1):
-            drawn = b2n.few_shot(train_rows, base, shots, seed + k)
-            rows = b2n.relabel(drawn, base)
-            write_video_list(out / f"split{k}" / "train.csv", rows)
-            splits.append({"split": k, "seed": seed + k, "train_rows": len(rows)})
-
-    tests = {}
+        splits = _draw_train_splits(out, train_rows, base, shots, num_splits, seed)
     val_rows = _checked_rows(val_list, len(classes), classes_path) if val_list else None
-    for name, ids, published in (("base_test", base, published_base_test),
-                                 ("novel_test", novel, published_novel_test)):
-        if published:
-            rows = b2n.adopt_published(read_video_list(published), ids, str(published))
-        elif val_rows is not None:
-            rows = b2n.relabel(val_rows, ids)
-        else:
-            raise ValueError(f"--val-list (or --published-{name.replace('_', '-')}) is needed")
-        write_video_list(out / f"{name}.csv", rows)
-        tests[name] = len(rows)
+    tests = _write_test_lists(out, base, novel, val_rows, published_base_test,
+                              published_novel_test)
 
     record = {
         "dataset": dataset,
@@ -110,6 +92,48 @@ def make_splits(
     }
     (out / "splits.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _adopt_published_train(out: Path, base: list[int], published: list[Path]) -> list[dict]:
+    """OUT/split{k}/train.csv from the k-th published training list, taken as it is."""
+    splits = []
+    for k, path in enumerate(published, start=1):
+        rows = b2n.adopt_published(read_video_list(path), base, str(path))
+        write_video_list(out / f"split{k}" / "train.csv", rows)
+        splits.append({"split": k, "source": str(path), "train_rows": len(rows)})
+    return splits
+
+
+def _draw_train_splits(out: Path, train_rows, base: list[int], shots: int, num_splits: int,
+                       seed: int) -> list[dict]:
+    """OUT/split{k}/train.csv for k = 1..num_splits: `shots` rows per base class drawn with
+    seed + k, relabelled into the base label space."""
+    splits = []
+    for k in range(1, num_splits + 1):
+        drawn = b2n.few_shot(train_rows, base, shots, seed + k)
+        rows = b2n.relabel(drawn, base)
+        write_video_list(out / f"split{k}" / "train.csv", rows)
+        splits.append({"split": k, "seed": seed + k, "train_rows": len(rows)})
+    return splits
+
+
+def _write_test_lists(out: Path, base: list[int], novel: list[int], val_rows,
+                      published_base_test: Path | None, published_novel_test: Path | None
+                      ) -> dict[str, int]:
+    """OUT/base_test.csv and OUT/novel_test.csv, each from its published list when given, else
+    from the validation rows of its classes; returns their row counts."""
+    tests = {}
+    for name, ids, published in (("base_test", base, published_base_test),
+                                 ("novel_test", novel, published_novel_test)):
+        if published:
+            rows = b2n.adopt_published(read_video_list(published), ids, str(published))
+        elif val_rows is not None:
+            rows = b2n.relabel(val_rows, ids)
+        else:
+            raise ValueError(f"--val-list (or --published-{name.replace('_', '-')}) is needed")
+        write_video_list(out / f"{name}.csv", rows)
+        tests[name] = len(rows)
+    return tests
 
 
 def _base_and_novel(dataset, classes: list[ClassName], classes_path, world_path, order, seed,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kiclip.train import checkpoint as ckpt
+from kiclip.weights import load_weights
 
 
 def _fake_complete_epoch(run_dir, epoch):
@@ -39,25 +40,25 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
 
 def test_load_weights_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="epoch_009.pt"):
-        ckpt.load_weights(tmp_path / "epoch_009.pt")
+        load_weights(tmp_path / "epoch_009.pt")
     torch.save({"not_model": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt"):
-        ckpt.load_weights(tmp_path / "other.pt")
+        load_weights(tmp_path / "other.pt")
 
 
 def test_load_weights_says_what_a_non_checkpoint_is(tmp_path):
     with pytest.raises(ValueError, match="is a directory, not a weights file"):
-        ckpt.load_weights(tmp_path)
+        load_weights(tmp_path)
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(ValueError, match=r"empty.pt is an empty file \(0 bytes\)"):
-        ckpt.load_weights(tmp_path / "empty.pt")
+        load_weights(tmp_path / "empty.pt")
     (tmp_path / "config.json").write_text('{"model": {}}')
     with pytest.raises(ValueError, match="config.json is not a PyTorch weights file"):
-        ckpt.load_weights(tmp_path / "config.json")
+        load_weights(tmp_path / "config.json")
     (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04 a zip that ends here")
     with pytest.raises(ValueError, match="cut.pt is a damaged or unsupported PyTorch file"):
-        ckpt.load_weights(tmp_path / "cut.pt")
+        load_weights(tmp_path / "cut.pt")
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="not a kiclip weights file: no 'model' entry "
                                          r"\(it holds a list"):
-        ckpt.load_weights(tmp_path / "list.pt")
+        load_weights(tmp_path / "list.pt")

@@ -124,20 +124,21 @@ def test_trainer_and_evaluator_tokenise_the_descriptions_in_process(rephrased_da
     assert not any("juggling" in p for p in spy.prompts)  # the novel label space only
 
 
-# Runs a launch/ script with the tokenizer build_models returns wrapped: every prompt it is given
-# is appended (one JSON list per call) to the file named by KICLIP_TEST_PROMPTS.
+# Runs a launch/ script with the tokenizer that build_video_models (training's and inference's
+# one model builder) gets from create_clip wrapped: every prompt it is given is appended (one
+# JSON list per call) to the file named by KICLIP_TEST_PROMPTS.
 SPY_DRIVER = """
 import json, os, runpy, sys
-import kiclip.train.assemble as assemble
-real = assemble.build_models
-def build_models(*args, **kwargs):
-    module, teacher, tokenizer = real(*args, **kwargs)
+import kiclip.model.build as build
+real = build.create_clip
+def create_clip(*args, **kwargs):
+    clip, tokenizer = real(*args, **kwargs)
     def spy(texts):
         with open(os.environ["KICLIP_TEST_PROMPTS"], "a") as fh:
             fh.write(json.dumps(list(texts)) + "\\n")
         return tokenizer(texts)
-    return module, teacher, spy
-assemble.build_models = build_models
+    return clip, spy
+build.create_clip = create_clip
 script = sys.argv.pop(1)
 sys.argv[0] = script
 runpy.run_path(script, run_name="__main__")
@@ -201,17 +202,17 @@ def test_predict_prompts_with_the_descriptions_of_a_classes_file(rephrased_data,
     classes = rephrased_data.parent / "classes.json"
     assert parse_class_list(file=rephrased_data / "novel_test" / "manifest.json") == [TEXTS["2"], TEXTS["3"]]
 
-    import kiclip.train.assemble as assemble
+    import kiclip.model.build as build
 
-    real, spies = assemble.build_models, []
+    real, spies = build.create_clip, []
 
-    def build_models(*args, **kwargs):
-        module, teacher, tokenizer = real(*args, **kwargs)
+    def create_clip(*args, **kwargs):
+        clip, tokenizer = real(*args, **kwargs)
         spies.append(SpyTokenizer(tokenizer))
-        return module, teacher, spies[-1]
+        return clip, spies[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(assemble, "build_models", build_models)
+        patch.setattr(build, "create_clip", create_clip)
         code = predict.main(["--checkpoint", str(checkpoint), "--video", str(video),
                              "--classes-file", str(classes), "--views", "1", "--json"])
     out, err = capsys.readouterr()

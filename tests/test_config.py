@@ -9,10 +9,13 @@ import pytest
 
 from kiclip.config import (
     B2N_PRESETS,
+    DEFAULT_MODEL,
     ConfigError,
+    DataConfig,
     TrainConfig,
     add_config_arguments,
     config_from_args,
+    flatten,
 )
 
 
@@ -59,6 +62,7 @@ def test_keyframe_windows_are_off_unless_asked():
     (["--set", "optim.nonsense=1"], "optim.nonsense"),
     (["--set", "solver.lr=1"], "solver"),
     (["--set", "optim.lr"], "FIELD=VALUE"),
+    (["--set", "data.data=shards"], "'data.data' is now 'data.root'"),
     (["--zero-stage", "3"], "run.zero_stage must be 0, 1 or 2; ZeRO stage 3 is not supported"),
     (["--set", "run.zero_stage=4"], "run.zero_stage must be 0, 1 or 2"),
 ])
@@ -74,3 +78,50 @@ def test_bad_config_file(tmp_path):
     broken.write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         parse("--config", str(broken))
+
+
+def test_every_flag_sets_the_field_its_help_names(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    fields = flatten(TrainConfig().to_dict())
+    named = {}
+    for action in parser._actions:  # argparse keeps no public list of a parser's flags
+        if action.help and action.help.endswith("]"):
+            named[action.option_strings[0]] = action.help.rsplit("[", 1)[1][:-1]
+    assert named["--loader"] == "data.backend" and named["--workers"] == "data.num_workers"
+    assert named["--model"] == "model.model_name" and named["--data"] == "data.root"
+    assert named["--no-distill"] == "loss.distill=false"
+    plain = {flag for flag, field in named.items() if "=" not in field}
+    values = {"--data": "shards", "--split": "2", "--pretrained": "w.pt", "--model": "m",
+              "--output": "out", "--device": "cpu", "--precision": "fp32", "--loader": "torch",
+              "--mix": "0.75", "--image-size": "16", "--zero-stage": "1"}
+    argv = [a for flag in sorted(plain) for a in (flag, values.get(flag, "3"))]
+    argv += [flag for flag in named if flag not in plain]
+    cfg = flatten(parse("--b2n", "synthetic", *argv).to_dict())
+    for flag, field in named.items():
+        name, _, switched = field.partition("=")
+        assert name in fields
+        want = json.loads(switched) if switched else type(fields[name])(values.get(flag, "3"))
+        assert cfg[name] == want, flag
+
+
+def test_data_config_builds_the_loader_spec():
+    pytest.importorskip("torch")
+    cfg = parse("--b2n", "ssv2", "--batch-size", "5", "--loader", "torch", "--workers", "3",
+                "--set", "data.eval_batch_size=7", "--set", "data.keyframe_windows=true")
+    train, test = cfg.data.loader_spec("train"), cfg.data.loader_spec("test")
+    assert (train.mode, train.batch_size, train.backend, train.num_workers) == ("train", 5, "torch", 3)
+    assert (test.mode, test.batch_size) == ("test", 7)
+    assert train.clip == test.clip == cfg.data.clip_spec()
+    assert (train.clip.num_frames, train.clip.stride, train.clip.image_size) == (8, 16, 224)
+    assert train.clip.flip is False and train.clip.keyframe_windows is True  # ssv2: no flip
+
+
+def test_saved_data_section_with_the_old_field_name_loads():
+    assert DataConfig.from_dict({"data": "shards", "split": 2}) == DataConfig(root="shards", split=2)
+
+
+def test_default_model_is_the_factorys():
+    from kiclip.model import DEFAULT_MODEL as factory_default
+
+    assert TrainConfig().model.model_name == DEFAULT_MODEL == factory_default

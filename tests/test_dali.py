@@ -15,11 +15,12 @@ from test_loaders import (
     corrupt_one_sample,
     epoch_rows,
     make_tiny_shards,
+    open_loader,
     rank_row_counts,
     rank_shares,
 )
 
-from kiclip.data import UnsupportedCodecError, build_loader
+from kiclip.data import UnsupportedCodecError
 
 pytestmark = pytest.mark.dali
 
@@ -47,8 +48,8 @@ def clips_by_key(loader, epoch):
 def test_dali_and_fallback_agree_on_indices_and_pixels(shards, mode):
     got = {}
     for backend in ("dali", "torch"):
-        loader = build_loader(shards, mode=mode, batch_size=8, seed=11, backend=backend,
-                              device="cpu", num_workers=2, **CLIP)
+        loader = open_loader(shards, CLIP, mode=mode, batch_size=8, seed=11, backend=backend,
+                             device="cpu", num_workers=2)
         got[backend] = clips_by_key(loader, epoch=5)
     assert got["dali"].keys() == got["torch"].keys()
     assert len(got["dali"]) == 48 * (2 if mode == "test" else 1)
@@ -62,8 +63,8 @@ def test_dali_and_fallback_agree_on_indices_and_pixels(shards, mode):
 def test_dali_two_ranks_cover_every_sample_once_with_equal_counts(shards):
     keys, steps = Counter(), []
     for rank in range(2):
-        loader = build_loader(shards, mode="train", batch_size=5, seed=3, rank=rank,
-                              world_size=2, backend="dali", device="cpu", num_workers=2, **CLIP)
+        loader = open_loader(shards, CLIP, mode="train", batch_size=5, seed=3, rank=rank,
+                             world_size=2, backend="dali", device="cpu", num_workers=2)
         rows = epoch_rows(loader, 1)
         steps.append(len(loader))
         assert len(rows) == len(loader) * 5
@@ -82,8 +83,8 @@ def test_dali_uneven_split_pads_never_wraps(shards):
 
 def test_dali_corrupt_sample_is_skipped_and_counted(shards, tmp_path, caplog):
     bad_shards, bad = corrupt_one_sample(shards, tmp_path / "corrupt")
-    loader = build_loader(bad_shards, mode="train", batch_size=8, backend="dali", device="cpu",
-                          num_workers=2, **CLIP)
+    loader = open_loader(bad_shards, CLIP, mode="train", batch_size=8, backend="dali", device="cpu",
+                         num_workers=2)
     with caplog.at_level(logging.ERROR):
         rows = epoch_rows(loader, 0)
     # DALI fails whole batches: the corrupt video's batch is skipped and counted; the epoch
@@ -127,7 +128,7 @@ def test_dali_on_a_cpu_refuses_h264_naming_codec_folder_and_fix(h264_shards, cap
     from shard_tools.inspect_shards import main as inspect_main
 
     with pytest.raises(UnsupportedCodecError) as err:
-        build_loader(h264_shards, backend="dali", device="cpu", **CLIP)
+        open_loader(h264_shards, CLIP, backend="dali", device="cpu")
     for part in ("h264", str(h264_shards), "--transcode vp9", "GPU"):
         assert part in str(err.value)
     # inspect_shards --decode --loader dali: exit 2 and one error line, no per-batch errors.
@@ -179,9 +180,9 @@ def test_dali_ranks_step_through_the_single_process_batches(shards):
     # ranks' batches of B together are the single process's batch of W·B (what a 2-rank run
     # must match a 1-rank run with).
     def batches(rank, world_size, batch_size):
-        loader = build_loader(shards, mode="train", batch_size=batch_size, seed=4, rank=rank,
-                              world_size=world_size, backend="dali", device="cpu",
-                              num_workers=1, **CLIP)
+        loader = open_loader(shards, CLIP, mode="train", batch_size=batch_size, seed=4, rank=rank,
+                             world_size=world_size, backend="dali", device="cpu",
+                             num_workers=1)
         loader.set_epoch(1)
         return [{k for k, ok in zip(b["key"], b["valid"]) if ok} for b in loader]
 

@@ -36,7 +36,7 @@ def _checkpoint(path):
     add_config_arguments(parser)
     cfg = config_from_args(parser.parse_args(["--b2n", "synthetic", "--num-frames", "4"]))
     torch.manual_seed(0)
-    module, _, _ = build_models(cfg.model, cfg.loss, num_frames=4, image_size=32, with_teacher=False)
+    module, _, _ = build_models(cfg)
     torch.save({"model": module.state_dict(), "config": cfg.to_dict(), "epoch": 0, "step": 0}, path)
 
 

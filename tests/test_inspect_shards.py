@@ -132,7 +132,7 @@ def test_decode_counts_videos_and_labels_the_sheet(built, tmp_path, capsys, capl
 
     from PIL import Image
 
-    from kiclip.data.inspect_decode import SHEET_LABEL_HEIGHT
+    from kiclip.data.preview import SHEET_LABEL_HEIGHT
 
     sheet = tmp_path / "sheet.png"
     with caplog.at_level(logging.INFO):
@@ -154,7 +154,7 @@ def test_sheet_tiles_stay_small_for_full_size_clips(tmp_path):
     import torch
     from PIL import Image
 
-    from kiclip.data.inspect_decode import SHEET_LABEL_HEIGHT, SHEET_TILE, write_sheet
+    from kiclip.data.preview import SHEET_LABEL_HEIGHT, SHEET_TILE, write_sheet
 
     clips = [torch.zeros(3, 8, 224, 224) for _ in range(3)]
     write_sheet(clips, str(tmp_path / "big.png"), ["0000000_a  view 0  3: red circle"] * 3)

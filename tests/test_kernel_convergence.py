@@ -31,7 +31,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kiclip.config import LossConfig, ModelConfig, OptimConfig
+from kiclip.config import DataConfig, LossConfig, ModelConfig, TrainConfig
 from kiclip.text import TemplateSampler
 from kiclip.train.assemble import build_models
 from kiclip.train.step import PromptTokens, TeacherTargets, parameter_groups
@@ -47,16 +47,15 @@ GRAD_CLIP = 1.0  # as train.py's DeepSpeed config
 def _train(kernels: str, monkeypatch) -> tuple[list[torch.Tensor], dict, dict, dict]:
     """(per-step loss terms (4,), first-step gradients, initial and final parameters)."""
     monkeypatch.setenv("KICLIP_KERNELS", kernels)
+    cfg = TrainConfig(model=ModelConfig(model_name="kiclip-tiny", injection=True),
+                      loss=LossConfig(distill=True), data=DataConfig(num_frames=2, image_size=16))
     torch.manual_seed(0)
-    module, teacher, tokenizer = build_models(
-        ModelConfig(model_name="kiclip-tiny", injection=True), LossConfig(distill=True),
-        num_frames=2, image_size=16, with_teacher=True)
+    module, teacher, tokenizer = build_models(cfg)
     prompts = PromptTokens(tokenizer, NAMES, False, torch.device("cpu"))
     targets = TeacherTargets(teacher, prompts)
     templates = TemplateSampler(0)
-    optim = OptimConfig()
-    optimizer = torch.optim.AdamW(parameter_groups(module, optim.weight_decay), lr=LR,
-                                  betas=optim.betas, eps=optim.eps)
+    optimizer = torch.optim.AdamW(parameter_groups(module, cfg.optim.weight_decay), lr=LR,
+                                  betas=cfg.optim.betas, eps=cfg.optim.eps)
     initial = {name: p.detach().clone() for name, p in module.named_parameters()}
     data = torch.Generator().manual_seed(1)
     losses, first_grads = [], None

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_loaders import open_loader
 from test_packets import GOP, frames_through_key_runs, write_gop_video
 
-from kiclip.data import build_loader, open_shards
+from kiclip.data import open_shards
 from kiclip.data.dali_loader import dali_available
 from kiclip.packets import build_packet_index, encode_packet_index
 from shard_tools.shard_writer import ShardWriter
@@ -46,8 +47,8 @@ def gop_shards(tmp_path_factory) -> dict[str, Path]:
 
 
 def run_epoch(shards: Path, backend: str, workers: int = 0):
-    loader = build_loader(shards, mode="train", batch_size=4, seed=3, backend=backend,
-                          device="cpu", num_workers=workers, **CLIP)
+    loader = open_loader(shards, CLIP, mode="train", batch_size=4, seed=3, backend=backend,
+                         device="cpu", num_workers=workers)
     clips = {}
     for batch in loader:
         for i, key in enumerate(batch["key"]):
@@ -138,8 +139,8 @@ ALIGNED = {**CLIP, "stride": GOP}  # a key-frame interval dividing the stride
 
 
 def aligned_epoch(shards: Path, backend: str, mode: str = "train"):
-    loader = build_loader(shards, mode=mode, batch_size=4, seed=3, backend=backend,
-                          device="cpu", num_workers=0, keyframe_windows=True, **ALIGNED)
+    loader = open_loader(shards, {**ALIGNED, "keyframe_windows": True}, mode=mode, batch_size=4,
+                         seed=3, backend=backend, device="cpu", num_workers=0)
     clips = {}
     for batch in loader:
         for i, key in enumerate(batch["key"]):
@@ -176,8 +177,8 @@ def test_keyframe_windows_plan_the_same_clips_in_both_loaders(gop_shards, mode):
 @pytest.mark.parametrize("backend", [dali, "torch"])
 def test_keyframe_windows_leave_samples_without_an_index_unaligned(gop_shards, backend):
     _, aligned = aligned_epoch(gop_shards["old"], backend)
-    loader = build_loader(gop_shards["old"], mode="train", batch_size=4, seed=3, backend=backend,
-                          device="cpu", num_workers=0, **ALIGNED)
+    loader = open_loader(gop_shards["old"], ALIGNED, mode="train", batch_size=4, seed=3,
+                         backend=backend, device="cpu", num_workers=0)
     plain = {key: [batch["frames"][i].tolist()] for batch in loader
              for i, key in enumerate(batch["key"]) if batch["valid"][i]}
     assert aligned == plain

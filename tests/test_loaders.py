@@ -1,4 +1,5 @@
 """The fallback loader (webdataset + PyAV) and build_loader's contract, on tiny shards."""
+import json
 import logging
 import shutil
 import tarfile
@@ -8,9 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from kiclip.data import build_loader, open_shards
+from kiclip.data import ClipSpec, LoaderSpec, build_loader, open_shards
 
 CLIP = {"num_frames": 4, "stride": 3, "image_size": 32, "num_views": 2}
+
+
+def open_loader(shards, clip: dict, mode: str = "train", *, batch_size: int = 8,
+                backend: str = "auto", num_workers: int = 2, shuffle: bool = True, **place):
+    """``build_loader`` over the tars at ``shards`` read as these fields say (``clip``: ClipSpec
+    fields); ``place``: seed, rank, world_size, device."""
+    spec = LoaderSpec(mode=mode, clip=ClipSpec(**clip), batch_size=batch_size, backend=backend,
+                      num_workers=num_workers, shuffle=shuffle)
+    return build_loader(open_shards(shards), spec, **place)
 
 
 def make_tiny_shards(out: Path, codec: str = "vp9", per_shard: int = 10,
@@ -65,8 +75,8 @@ def epoch_rows(loader, epoch=0):
 
 
 def test_contract_and_epoch_determinism(tiny_shards):
-    loader = build_loader(tiny_shards, mode="train", batch_size=5, seed=7, backend="torch",
-                          num_workers=2, **CLIP)
+    loader = open_loader(tiny_shards, CLIP, mode="train", batch_size=5, seed=7, backend="torch",
+                         num_workers=2)
     first, again = epoch_rows(loader, 3), epoch_rows(loader, 3)
     assert first == again  # same seed and epoch: same order, same frames
     assert [r[0] for r in epoch_rows(loader, 4)] != [r[0] for r in first]  # reshuffled
@@ -78,8 +88,8 @@ def test_two_ranks_cover_every_sample_once_with_equal_counts(tiny_shards, mode):
     # 48 samples, 5 per batch, 2 ranks: 24 each → 5 steps, the last one partly padding.
     keys, steps = Counter(), []
     for rank in range(2):
-        loader = build_loader(tiny_shards, mode=mode, batch_size=5, seed=1, rank=rank,
-                              world_size=2, backend="torch", num_workers=1, **CLIP)
+        loader = open_loader(tiny_shards, CLIP, mode=mode, batch_size=5, seed=1, rank=rank,
+                             world_size=2, backend="torch", num_workers=1)
         rows = epoch_rows(loader, 2)
         steps.append(len(loader))
         views = 2 if mode == "test" else 1
@@ -95,7 +105,7 @@ def rank_row_counts(shards, world_size: int, **loader_args) -> list[tuple[int, i
     """[(rows, valid rows) of epoch 0] for each rank of ``world_size``, built in one process."""
     counts = []
     for rank in range(world_size):
-        loader = build_loader(shards, rank=rank, world_size=world_size, **loader_args, **CLIP)
+        loader = open_loader(shards, CLIP, rank=rank, world_size=world_size, **loader_args)
         rows = epoch_rows(loader, 0)
         counts.append((len(rows), sum(ok for _, _, ok, _ in rows)))
     return counts
@@ -111,8 +121,7 @@ def test_uneven_split_pads_never_wraps(tiny_shards):
 
 def test_corrupt_sample_is_skipped_and_counted(tiny_shards, tmp_path, caplog):
     shards, bad = corrupt_one_sample(tiny_shards, tmp_path / "corrupt")
-    loader = build_loader(shards, mode="train", batch_size=8, backend="torch", num_workers=1,
-                          **CLIP)
+    loader = open_loader(shards, CLIP, mode="train", batch_size=8, backend="torch", num_workers=1)
     with caplog.at_level(logging.WARNING):
         rows = epoch_rows(loader, 0)
     assert loader.skipped == 1
@@ -127,19 +136,43 @@ def test_truncated_tar_is_reported_by_name(tiny_shards, tmp_path, caplog):
     tar = max(shards.glob("*.tar"))
     tar.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
     with caplog.at_level(logging.ERROR):
-        loader = build_loader(shards, mode="test", batch_size=8, backend="torch",
-                              num_workers=0, **CLIP)
+        loader = open_loader(shards, CLIP, mode="test", batch_size=8, backend="torch",
+                             num_workers=0)
     assert tar.name in caplog.text
     assert len(open_shards(shards)) < 48
     assert sum(ok for _, _, ok, _ in epoch_rows(loader)) == 2 * len(open_shards(shards))
+
+
+def test_shard_set_is_opened_from_the_manifest(tiny_shards, tmp_path):
+    from kiclip.config import ConfigError
+    from kiclip.layout import read_shard_set
+
+    folder = tmp_path / "with-stray"
+    shutil.copytree(tiny_shards, folder)
+    shutil.copy(min(folder.glob("*.tar")), folder / "stray.tar")  # not in manifest.json
+    manifest = json.loads((folder / "manifest.json").read_text())
+    shard_set = read_shard_set(folder)
+    assert shard_set.tars == [str(folder / s["name"]) for s in manifest["shards"]]
+    assert len(shard_set) == shard_set.total == manifest["total"] == 48
+    assert shard_set.classes == [manifest["classes"][str(i)] for i in range(48)]
+    assert shard_set.root == folder and shard_set.where == str(folder)
+    assert len(open_shards(folder)) == 58  # the glob also reads the stray tar
+    # The loader over the manifest's set gives the clips, in the order, of the folder's tars.
+    spec = LoaderSpec(clip=ClipSpec(**CLIP), batch_size=5, backend="torch", num_workers=0)
+    manifest_rows = epoch_rows(build_loader(read_shard_set(tiny_shards), spec, seed=4), 1)
+    assert manifest_rows == epoch_rows(build_loader(open_shards(tiny_shards), spec, seed=4), 1)
+    for tar in folder.glob("shard-*.tar"):
+        tar.write_bytes(tar.read_bytes()[:100])
+    with pytest.raises(ConfigError, match=f"no readable samples in {folder}"):
+        read_shard_set(folder)
 
 
 def test_auto_backend_picks_torch_for_h264_on_cpu(tmp_path, caplog):
     pytest.importorskip("nvidia.dali")
     shards = make_tiny_shards(tmp_path, codec="h264", per_shard=48)
     with caplog.at_level(logging.INFO, logger="kiclip.data"):
-        loader = build_loader(shards, mode="test", batch_size=48, backend="auto", device="cpu",
-                              num_workers=0, **CLIP)
+        loader = open_loader(shards, CLIP, mode="test", batch_size=48, backend="auto", device="cpu",
+                             num_workers=0)
     assert type(loader).__name__ == "TorchClipLoader"
     decisions = [r.getMessage() for r in caplog.records if "loader backend" in r.getMessage()]
     assert decisions == [f"loader backend torch for {shards} (codecs h264 on cpu: "
@@ -151,9 +184,9 @@ def rank_shares(shards, backend: str, epochs=(0, 1), world_size: int = 2) -> dic
     """{(rank, epoch): [(key, label) of the valid rows]}: ranks built in one process."""
     shares = {}
     for rank in range(world_size):
-        loader = build_loader(shards, mode="train", batch_size=4, seed=2, rank=rank,
-                              world_size=world_size, backend=backend, device="cpu",
-                              num_workers=1, **CLIP)
+        loader = open_loader(shards, CLIP, mode="train", batch_size=4, seed=2, rank=rank,
+                             world_size=world_size, backend=backend, device="cpu",
+                             num_workers=1)
         for epoch in epochs:
             loader.set_epoch(epoch)
             shares[rank, epoch] = [(k, int(label)) for batch in loader for k, label, ok in

@@ -26,8 +26,7 @@ def save_tiny_checkpoint(path: Path, perturb: float = 0.0, seed: int = 0) -> Pat
     cfg = TrainConfig()
     apply_overrides(cfg, B2N_PRESETS["synthetic"])
     torch.manual_seed(seed)
-    module, _, _ = build_models(cfg.model, cfg.loss, num_frames=cfg.data.num_frames,
-                                image_size=cfg.data.image_size, with_teacher=False)
+    module, _, _ = build_models(cfg)
     if perturb:
         with torch.no_grad():
             for p in module.student.clip.visual.transformer.resblocks.parameters():

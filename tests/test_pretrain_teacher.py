@@ -1,46 +1,43 @@
-"""launch/pretrain_teacher.py: a tiny budget writes a loadable open_clip checkpoint, the cache
-is reused for the same settings and refreshed for other ones; captions drop attributes."""
+"""The synthetic-world teacher (kiclip.science.teacher, launch/pretrain_teacher.py): a tiny
+budget writes a loadable open_clip checkpoint, the cache is reused for the same settings and
+refreshed for other ones; captions drop attributes; the command line's defaults are the
+library's."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kiclip.science.teacher import FrameSetSettings, TeacherSettings, pretrain_teacher
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("pretrain_teacher", REPO / "launch" / "pretrain_teacher.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pretrain_teacher"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def script():
-    return _load_script()
+    """launch/pretrain_teacher.py as a module, for the tests of its command line."""
+    spec = importlib.util.spec_from_file_location("pretrain_teacher", REPO / "launch" / "pretrain_teacher.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _tiny(script, steps=2):
-    args = script.build_parser().parse_args([
-        "--synthetic", "--steps", str(steps), "--batch-size", "16", "--clips-per-class", "1",
-        "--frames-per-clip", "1", "--heldout-per-class", "1"])
-    settings = script.settings_from_args(args)
-    settings.frame_set.frames = 8  # short clips: rendering is most of this test's time
-    return settings
+def _tiny(steps=2):
+    # short clips and one frame per class: rendering is most of this test's time
+    frame_set = FrameSetSettings(clips_per_class=1, frames_per_clip=1, heldout_per_class=1, frames=8)
+    return TeacherSettings(frame_set=frame_set,
+                           optim={"steps": steps, "batch_size": 16, "warmup_steps": 1})
 
 
-def test_tiny_budget_writes_loadable_checkpoint_and_reuses_cache(script, tmp_path):
+def test_tiny_budget_writes_loadable_checkpoint_and_reuses_cache(tmp_path):
     from kiclip.model import create_clip
 
     out = tmp_path / "teacher.pt"
-    first = script.pretrain_teacher(out, _tiny(script), progress=False)
+    first = pretrain_teacher(out, _tiny(), progress=False)
     assert not first["reused"] and out.is_file()
     record = json.loads(out.with_suffix(".pt.json").read_text())
     assert record["key"] == first["key"] and record["training"]["steps"] == 2
@@ -50,15 +47,15 @@ def test_tiny_budget_writes_loadable_checkpoint_and_reuses_cache(script, tmp_pat
     assert tokenizer(["a red circle"]).shape == (1, model.context_length)
 
     stamp = out.stat().st_mtime_ns
-    again = script.pretrain_teacher(out, _tiny(script), progress=False)
+    again = pretrain_teacher(out, _tiny(), progress=False)
     assert again["reused"] and out.stat().st_mtime_ns == stamp
 
-    other = script.pretrain_teacher(out, _tiny(script, steps=3), progress=False)
+    other = pretrain_teacher(out, _tiny(steps=3), progress=False)
     assert not other["reused"] and other["key"] != first["key"]
 
 
 def test_web_captions_drop_attributes_but_never_everything():
-    from kiclip.pretrain import web_caption
+    from kiclip.science.pretrain import web_caption
 
     rng = np.random.default_rng(0)
     captions = {web_caption("red", "circle", "left", rng) for _ in range(300)}
@@ -70,7 +67,7 @@ def test_web_captions_drop_attributes_but_never_everything():
 
 
 def test_clean_batches_have_no_false_negatives():
-    from kiclip.pretrain import clean_batch
+    from kiclip.science.pretrain import clean_batch
     from shard_tools.synthetic_world import COLOURS, DIRECTIONS, SHAPES, all_classes
 
     attributes = [(COLOURS[a.colour], SHAPES[a.shape], DIRECTIONS[a.direction])
@@ -89,7 +86,7 @@ def test_clean_batches_have_no_false_negatives():
 def test_command_line_defaults_are_the_library_defaults(script):
     """The cached teacher's key must not depend on how it was asked for."""
     settings = script.settings_from_args(script.build_parser().parse_args(["--synthetic"]))
-    assert settings.key() == script.TeacherSettings(optim={
+    assert settings.key() == TeacherSettings(optim={
         "steps": 400, "batch_size": 128, "lr": 2e-3, "warmup_steps": 40, "max_seconds": 0.0}).key()
     clean = script.settings_from_args(script.build_parser().parse_args(["--synthetic", "--batching", "clean"]))
     assert clean.key() != settings.key()
@@ -99,7 +96,7 @@ def test_text_tower_stays_at_init_while_frozen_then_trains():
     import torch
 
     from kiclip.model import create_clip
-    from kiclip.pretrain import PretrainSettings, pretrain_clip
+    from kiclip.science.pretrain import PretrainSettings, pretrain_clip
 
     torch.manual_seed(0)
     model, tokenizer = create_clip("kiclip-tiny")

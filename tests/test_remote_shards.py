@@ -117,7 +117,7 @@ def _tar_requests(server: ShardServer) -> Counter:
 
 
 def test_staged_folder_is_verified_and_read_by_the_loader(served, shard_folder, tmp_path):
-    from kiclip.data import build_loader
+    from kiclip.data import ClipSpec, LoaderSpec, build_loader
 
     local = Path(remote.localize_protocol(served.url, "b2n", 1, cache_dir=tmp_path / "cache",
                                           need_train=True))
@@ -130,21 +130,23 @@ def test_staged_folder_is_verified_and_read_by_the_loader(served, shard_folder, 
         assert (staged / tar.name).read_bytes() == tar.read_bytes()
         assert (staged / tar.name).with_suffix(".idx").read_text() == tar.with_suffix(".idx").read_text()
     assert inspect_shards.verify_shards(staged).ok
-    loader = build_loader(str(staged), mode="train", batch_size=4, num_frames=4, stride=1,
-                          image_size=32, backend="torch", num_workers=0, device="cpu",
-                          shuffle=False)
+    assert protocol.train.tars == [str(staged / tar.name) for tar in sorted(shard_folder.glob("*.tar"))]
+    spec = LoaderSpec(clip=ClipSpec(num_frames=4, stride=1, image_size=32), batch_size=4,
+                      backend="torch", num_workers=0, shuffle=False)
+    loader = build_loader(protocol.train, spec, device="cpu")
     keys = [k for batch in loader for k, ok in zip(batch["key"], batch["valid"]) if ok]
     assert len(keys) == 6 and loader.skipped == 0
 
 
 def test_dali_reads_the_staged_folder(served, tmp_path):
     pytest.importorskip("nvidia.dali", reason="NVIDIA DALI is not installed")
-    from kiclip.data import build_loader
+    from kiclip.data import ClipSpec, LoaderSpec, build_loader
+    from kiclip.layout import read_shard_set
 
     local = remote.stage(served.url, ["novel_test"], cache_dir=tmp_path / "cache", progress=False)
-    loader = build_loader(str(local / "novel_test"), mode="test", batch_size=3, num_frames=4,
-                          stride=1, image_size=32, num_views=1, backend="dali", num_workers=1,
-                          device="cpu")
+    spec = LoaderSpec(mode="test", clip=ClipSpec(num_frames=4, stride=1, image_size=32, num_views=1),
+                      batch_size=3, backend="dali", num_workers=1)
+    loader = build_loader(read_shard_set(local / "novel_test"), spec, device="cpu")
     keys = [k for batch in loader for k, ok in zip(batch["key"], batch["valid"]) if ok]
     assert len(keys) == 6 and loader.skipped == 0
 
@@ -315,10 +317,11 @@ def test_training_reads_shards_over_http(b2n_shards, tmp_path):
 # Streaming: the fallback loader reads a URL folder without a local copy of its tars.
 
 def _stream_loader(url: str, backend: str = "torch", num_workers: int = 0):
-    from kiclip.data import build_loader
+    from kiclip.data import ClipSpec, LoaderSpec, build_loader, open_shards
 
-    return build_loader(url, mode="train", batch_size=4, num_frames=4, stride=1, image_size=32,
-                        backend=backend, num_workers=num_workers, device="cpu", shuffle=False)
+    spec = LoaderSpec(clip=ClipSpec(num_frames=4, stride=1, image_size=32), batch_size=4,
+                      backend=backend, num_workers=num_workers, shuffle=False)
+    return build_loader(open_shards(url), spec, device="cpu")
 
 
 def _valid_rows(loader) -> tuple[list[str], list]:
@@ -384,7 +387,7 @@ def test_evaluate_py_stream_fetches_only_the_manifests(served, tmp_path):
     assert not _tar_requests(served) and not list(cache.rglob("*.tar"))
     protocol = resolve_protocol(str(cache / (remote.staging_dir(served.url).name + "-stream")),
                                 "b2n", need_train=False)
-    assert protocol.evals["novel"].shards == f"{served.url}/novel_test"
+    assert protocol.evals["novel"].source == f"{served.url}/novel_test"
     assert protocol.evals["base"].total == 6
 
 

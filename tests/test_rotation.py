@@ -17,8 +17,8 @@ import av
 import numpy as np
 import pytest
 import torch
+from test_loaders import open_loader
 
-from kiclip.data import build_loader
 from kiclip.data.decode import decode_frames
 from kiclip.data.sampling import ClipSpec
 from kiclip.inference import load_video_clips
@@ -170,9 +170,9 @@ def sample_jsons(shards: Path) -> dict[str, dict]:
 
 def clips_by_rotation(shards: Path, backend: str, mode: str) -> dict[int, torch.Tensor]:
     """Each video's clips (all views), keyed by the rotation it was stored at."""
-    loader = build_loader(str(shards), mode=mode, batch_size=4, seed=5, backend=backend,
-                          device="cpu", num_workers=0 if backend == "torch" else 1,
-                          shuffle=False, **CLIP)
+    loader = open_loader(str(shards), CLIP, mode=mode, batch_size=4, seed=5, backend=backend,
+                         device="cpu", num_workers=0 if backend == "torch" else 1,
+                         shuffle=False)
     by_label: dict[int, list[torch.Tensor]] = {}
     for batch in loader:
         for i in range(len(batch["key"])):

@@ -33,6 +33,7 @@ import torch
 from train_fixtures import build_b2n_shards, read_losses, start_train, tail, wait_ok
 
 from kiclip.train import checkpoint as ckpt
+from kiclip.weights import load_weights
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 CUDA = torch.cuda.is_available()
@@ -78,13 +79,14 @@ def small_shards(tmp_path_factory):
 
 
 def _tiny_setup(device: str):
-    from kiclip.config import LossConfig, ModelConfig
+    from kiclip.config import DataConfig, ModelConfig, TrainConfig
     from kiclip.train.assemble import build_models
     from kiclip.train.step import PromptTokens
 
     torch.manual_seed(0)
-    module, teacher, tokenizer = build_models(ModelConfig(model_name="kiclip-tiny"), LossConfig(),
-                                              num_frames=2, image_size=16, with_teacher=True)
+    cfg = TrainConfig(model=ModelConfig(model_name="kiclip-tiny"),
+                      data=DataConfig(num_frames=2, image_size=16))
+    module, teacher, tokenizer = build_models(cfg)
     names = ["red circle moving left", "blue square moving up", "green triangle moving down"]
     prompts = PromptTokens(tokenizer, names, False, torch.device(device))
     return module.to(device), teacher.to(device), prompts, tokenizer
@@ -248,8 +250,8 @@ def test_deepspeed_bf16_resume_and_evaluation(device, kernels, zero, small_shard
         assert a["template"] == b["template"]
         for term in TERMS:
             assert a[term] == pytest.approx(b[term], rel=1e-6, abs=1e-7), f"step {a['step']} {term}"
-    a = ckpt.load_weights(ckpt.weights_path(straight, 1))["model"]
-    b = ckpt.load_weights(ckpt.weights_path(resumed, 1))["model"]
+    a = load_weights(ckpt.weights_path(straight, 1))["model"]
+    b = load_weights(ckpt.weights_path(resumed, 1))["model"]
     for key, value in a.items():
         assert value.dtype == torch.float32, key
         torch.testing.assert_close(b[key], value, rtol=1e-5, atol=1e-6, msg=key)

@@ -33,14 +33,13 @@ REL = 1e-2
 
 def _initial_state(config: dict) -> dict[str, torch.Tensor]:
     """The weights train.py starts from: torch.manual_seed(seed), then build_models."""
-    from kiclip.config import LossConfig, ModelConfig
+    from kiclip.config import DataConfig, LossConfig, ModelConfig, TrainConfig
     from kiclip.train.assemble import build_models
 
     torch.manual_seed(config["run"]["seed"])
-    module, _, _ = build_models(ModelConfig(**config["model"]), LossConfig(**config["loss"]),
-                                num_frames=config["data"]["num_frames"],
-                                image_size=config["data"]["image_size"],
-                                with_teacher=config["loss"]["distill"])
+    cfg = TrainConfig(model=ModelConfig(**config["model"]), loss=LossConfig(**config["loss"]),
+                      data=DataConfig(**config["data"]))
+    module, _, _ = build_models(cfg)
     return {k: v.detach().float() for k, v in module.state_dict().items()}
 
 

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 
 from kiclip.data.sampling import ClipSpec
 from kiclip.data.shards import ShardSet
+
+BACKENDS = ("auto", "dali", "torch")
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """How a loader reads a shard set (``kiclip.config.DataConfig.loader_spec`` builds it).
+
+    ``mode`` "train" (one random clip per video, order shuffled per epoch unless ``shuffle`` is
+    False) or "test" (``clip.num_views`` evenly spread clips per video, stored order);
+    ``batch_size`` videos per rank and step; ``backend`` "auto" | "dali" | "torch";
+    ``num_workers`` DALI's thread count or the DataLoader's worker count; ``shuffle_buffer`` the
+    fallback loader's sample buffer.
+    """
+
+    mode: str = "train"
+    clip: ClipSpec = field(default_factory=ClipSpec)
+    batch_size: int = 8
+    backend: str = "auto"
+    num_workers: int = 2
+    shuffle: bool = True
+    shuffle_buffer: int = 256
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("train", "test"):
+            raise ValueError(f"mode must be 'train' or 'test', got {self.mode!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be 'auto', 'dali' or 'torch', got {self.backend!r}")
 
 
 class ClipLoaderBase:

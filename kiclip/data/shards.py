@@ -12,6 +12,7 @@ import logging
 import os
 import tarfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,37 @@ class SampleRef:
 
 @dataclass
 class ShardSet:
-    """Usable tars (``tars``), their ``.idx`` files (``indexes``), every sample (``samples``)."""
+    """The shards a loader reads and, when opened from a make_shards folder, their label space.
+
+    Samples: usable ``tars``, their ``.idx`` files (``indexes``), every sample (``samples``),
+    the tars left out as ``truncated``, and ``checksums`` (tar URL -> (sha256, bytes) from the
+    manifest) for tars streamed from a URL (:func:`open_url_shards`).
+
+    Label space (from ``root/manifest.json``, see kiclip.layout.read_shard_set; empty for a bare
+    folder, glob or tar list): ``classes`` the plain names, ``class_texts`` what the prompts are
+    built from (the rephrased "Name: description" texts when the class file had them, else the
+    names), ``dataset`` the manifest's dataset name (None when unrecorded), ``total`` the samples
+    the manifest lists (``len(samples)`` when there is none), ``source`` the folder URL the tars
+    are streamed from when ``root`` holds only the manifest, else None.
+    """
 
     tars: list[str]
     indexes: list[str]
     samples: list[SampleRef]
     truncated: list[str] = field(default_factory=list)
-    # tar URL -> (sha256, bytes) from the manifest, for tars streamed from a URL (open_url_shards)
     checksums: dict[str, tuple[str, int]] = field(default_factory=dict)
+    root: Path | None = None
+    classes: list[str] = field(default_factory=list)
+    class_texts: list[str] | None = None
+    dataset: str | None = None
+    total: int = 0
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.class_texts is None:
+            self.class_texts = list(self.classes)
+        if not self.total:
+            self.total = len(self.samples)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -46,6 +70,21 @@ class ShardSet:
     def streamed(self) -> bool:
         """Whether ``tars`` are URLs read as streams (only the fallback loader reads them)."""
         return bool(self.checksums)
+
+    @property
+    def rephrased(self) -> bool:
+        return self.class_texts != self.classes
+
+    @property
+    def manifest_path(self) -> Path | None:
+        return None if self.root is None else self.root / "manifest.json"
+
+    @property
+    def where(self) -> str:
+        """The set in words for messages: its streamed URL, its folder, else its tars' folders."""
+        if self.source or self.root is not None:
+            return self.source or str(self.root)
+        return ", ".join(sorted({os.path.dirname(t) or "." for t in self.tars}))
 
 
 def list_tars(shards) -> list[str]:
@@ -136,16 +175,25 @@ def write_index(tar: str, idx_path: str | None = None) -> str:
 
 
 def open_shards(shards) -> ShardSet:
-    """Index every tar (from its ``.idx``, else its headers); drop and report truncated ones.
+    """Index every tar of a directory, glob, tar or list of them (see :func:`open_tars`).
 
     A URL (kiclip.remote.is_remote) of one make_shards folder is opened for streaming instead
-    (:func:`open_url_shards`)."""
+    (:func:`open_url_shards`). A make_shards folder with its label space is opened by
+    kiclip.layout.read_shard_set, from the tars its manifest lists."""
     from kiclip.remote import is_remote
 
     if is_remote(shards):
         return open_url_shards(shards)
+    return open_tars(list_tars(shards), where=repr(shards))
+
+
+def open_tars(tar_paths: list[str], *, where: str, **label_space) -> ShardSet:
+    """Index each tar (from its ``.idx``, else its headers); drop and report truncated ones.
+
+    ``label_space`` fills the ShardSet's manifest fields; ValueError naming ``where`` when no
+    sample is readable."""
     tars, indexes, samples, truncated = [], [], [], []
-    for tar in list_tars(shards):
+    for tar in tar_paths:
         idx = tar[:-len(".tar")] + ".idx"
         try:
             if os.path.exists(idx):
@@ -163,15 +211,16 @@ def open_shards(shards) -> ShardSet:
         indexes.append(idx)
         samples.extend(_samples_from_members(tar, members))
     if not samples:
-        raise ValueError(f"no readable samples in {shards!r}")
-    return ShardSet(tars=tars, indexes=indexes, samples=samples, truncated=truncated)
+        raise ValueError(f"no readable samples in {where}")
+    return ShardSet(tars=tars, indexes=indexes, samples=samples, truncated=truncated, **label_space)
 
 
-def open_url_shards(url: str) -> ShardSet:
+def open_url_shards(url: str, **label_space) -> ShardSet:
     """The make_shards folder at ``url``, for streaming: only its ``manifest.json`` and each
     tar's ``.idx`` are fetched (into memory, nothing is written); ``tars`` are the tar URLs,
     ``checksums`` each one's manifest sha256 and size, ``indexes`` empty (DALI cannot read it).
-    kiclip.remote.RemoteDataError names a missing or inconsistent file."""
+    ``label_space`` fills the ShardSet's manifest fields. kiclip.remote.RemoteDataError names a
+    missing or inconsistent file."""
     from kiclip import remote
 
     manifest_url = remote.join_url(url, remote.MANIFEST)
@@ -198,7 +247,7 @@ def open_url_shards(url: str) -> ShardSet:
         checksums[tar_url] = (str(entry["sha256"]), int(entry["bytes"]))
     if not samples:
         raise remote.RemoteDataError(f"{manifest_url} lists no samples")
-    return ShardSet(tars=tars, indexes=[], samples=samples, checksums=checksums)
+    return ShardSet(tars=tars, indexes=[], samples=samples, checksums=checksums, **label_space)
 
 
 def _index_cache_dir() -> str:

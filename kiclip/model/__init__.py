@@ -1,7 +1,9 @@
 """Clips → features: the KICLIP student (temporal attention + knowledge injection), the
-frozen teacher, the distillation projectors and the CLIP factory."""
+frozen teacher, the distillation projectors, the CLIP factory and ``build_video_models``, which
+builds them from a run's config."""
 
 from kiclip.model.attention import block_self_attention, expand_temporal_view
+from kiclip.model.build import VideoModels, build_video_models
 from kiclip.model.configs import KICLIP_CONFIGS
 from kiclip.model.factory import (
     DEFAULT_MODEL,
@@ -20,8 +22,10 @@ __all__ = [
     "ArchitectureMismatchError",
     "Projector",
     "Teacher",
+    "VideoModels",
     "VideoStudent",
     "block_self_attention",
+    "build_video_models",
     "create_clip",
     "expand_temporal_view",
     "load_clip_weights",

@@ -15,11 +15,11 @@ import open_clip
 import torch
 from open_clip.factory import load_state_dict as _open_clip_read_state_dict
 
+from kiclip.config import DEFAULT_MODEL  # one default for the config and the factory
 from kiclip.model.configs import kiclip_config
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "ViT-B-16-quickgelu"
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 
 

@@ -1,32 +1,23 @@
-"""Build the trainable module, the teacher and the tokenizer from a config."""
+"""Build the trainable module, the teacher and the tokenizer from a run's config."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
-from kiclip.config import LossConfig, ModelConfig
+from kiclip.config import TrainConfig
 from kiclip.losses import KiclipLoss
-from kiclip.model import Teacher, VideoStudent, create_clip
+from kiclip.model import Teacher, build_video_models
 from kiclip.train.step import KiclipTrainModule
 
 
-def build_models(model: ModelConfig, loss: LossConfig, *, num_frames: int, image_size: int,
-                 with_teacher: bool, load_pretrained: bool = True
+def build_models(cfg: TrainConfig, *, load_pretrained: bool = True
                  ) -> tuple[KiclipTrainModule, Teacher | None, Callable]:
-    """(train module, teacher or None, tokenizer).
-
-    The teacher and the frozen KI copy both start from the loaded CLIP weights, so build
-    before any training. ``load_pretrained=False`` skips reading weights (evaluation of a
-    kiclip checkpoint, which carries every tensor itself).
-    """
-    pretrained = model.pretrained if (load_pretrained and model.pretrained) else None
-    clip, tokenizer = create_clip(model.model_name, pretrained,
-                                  vision_cfg={"image_size": image_size})
-    teacher = Teacher(copy.deepcopy(clip)) if with_teacher else None
-    student = VideoStudent(clip, num_frames, temporal=model.temporal, injection=model.injection,
-                           mix=model.mix, mask_boundary=model.mask_boundary,
-                           checkpointing=model.checkpointing)
-    losses = KiclipLoss(student.embed_dim, lam=loss.distill_weight, alpha=loss.projector_alpha,
-                        distill=loss.distill)
+    """(train module, teacher or None, tokenizer) of ``cfg``: the student, teacher and
+    tokenizer of ``kiclip.model.build_video_models`` (a teacher when ``cfg.loss.distill``)
+    and the projectors of ``cfg.loss``, built after them (their random initialisation draws
+    follow the student's)."""
+    student, teacher, tokenizer = build_video_models(cfg, with_teacher=cfg.loss.distill,
+                                                     load_pretrained=load_pretrained)
+    losses = KiclipLoss(student.embed_dim, lam=cfg.loss.distill_weight,
+                        alpha=cfg.loss.projector_alpha, distill=cfg.loss.distill)
     return KiclipTrainModule(student, losses), teacher, tokenizer

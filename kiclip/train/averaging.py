@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from kiclip.train import checkpoint as ckpt
+from kiclip.weights import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def average_run(run_dir: str | Path, *, first: int = 2, last: int | None = None,
     chosen = [e for e in available if first <= e <= last]
     if not chosen:
         raise ValueError(f"{run_dir}: no epochs in {first}..{last} (have {available[0]}..{available[-1]})")
-    blobs = [ckpt.load_weights(files[e - 1]) for e in chosen]
+    blobs = [load_weights(files[e - 1]) for e in chosen]
     averaged = {"model": average_state_dicts([b["model"] for b in blobs]),
                 "config": blobs[-1]["config"], "epoch": blobs[-1]["epoch"], "step": blobs[-1]["step"],
                 "averaged_epochs": chosen}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import random
 import re
 import tempfile
@@ -121,13 +120,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# torch.save writes a zip archive; files from torch < 1.6 (or _use_new_zipfile_serialization=
-# False) are a bare pickle, which starts with the PROTO opcode.
-_TORCH_MAGICS = (b"PK\x03\x04", b"\x80")
-
-_WEIGHTS_HINT = "train.py writes RUN/weights/epoch_NNN.pt; average_weights.py writes RUN/averaged.pt"
-
-
 def fp32_module_state(engine) -> dict[str, torch.Tensor]:
     """``engine.module``'s state dict as fp32 CPU tensors, for the consolidated weights file.
 
@@ -177,40 +169,3 @@ def _master_weights(engine) -> dict[int, torch.Tensor]:
             if master is not None:
                 masters[id(param)] = master
     return masters
-
-
-def load_weights(path: str | Path) -> dict[str, Any]:
-    """A consolidated weights file: {"model": state_dict, "config": dict, "epoch": int}.
-
-    Raises FileNotFoundError when `path` does not exist and ValueError naming what else is
-    wrong: a directory, an empty file, not a PyTorch file at all (e.g. JSON or random bytes), a
-    damaged one, or a PyTorch file without kiclip's "model" entry (its keys are listed).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist ({_WEIGHTS_HINT})")
-    if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a directory, not a weights file ({_WEIGHTS_HINT})")
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if not head:
-        raise ValueError(f"checkpoint {path} is an empty file (0 bytes)")
-    if not head.startswith(_TORCH_MAGICS):
-        raise ValueError(f"checkpoint {path} is not a PyTorch weights file (it starts with "
-                         f"{head!r}; torch.save writes a zip archive)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"checkpoint {path} cannot be unpickled by torch.load(weights_only=True): "
-                         "it is damaged or holds objects other than tensors and plain values, so "
-                         "it is not a kiclip weights file") from err
-    except Exception as err:  # noqa: BLE001 - zip, pickle and torch each raise their own types
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise ValueError(f"checkpoint {path} is a damaged or unsupported PyTorch file "
-                         f"({type(err).__name__}: {first_line[:200]})") from err
-    if not isinstance(blob, dict) or "model" not in blob:
-        found = (f"top-level keys: {', '.join(map(str, list(blob)[:8]))}"
-                 if isinstance(blob, dict) else f"it holds a {type(blob).__name__}")
-        raise ValueError(f"checkpoint {path} is a PyTorch file but not a kiclip weights file: no "
-                         f"'model' entry ({found}; {_WEIGHTS_HINT})")
-    return blob

@@ -138,24 +138,9 @@ def pretrain_clip(model: torch.nn.Module, tokenizer: Callable, images: torch.Ten
     loss_fn = open_clip.ClipLoss()
     if settings.batching not in ("random", "clean"):
         raise ValueError(f"batching must be 'random' or 'clean', got {settings.batching!r}")
-    if settings.logit_scale:
-        with torch.no_grad():
-            model.logit_scale.fill_(math.log(settings.logit_scale))
-    model.logit_scale.requires_grad_(settings.learn_scale)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=settings.lr, betas=(0.9, 0.98), eps=1e-6)
-
-    def lr_at(step: int) -> float:
-        if step < settings.warmup_steps:
-            return settings.lr * (step + 1) / settings.warmup_steps
-        done = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-        return settings.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-
-    visual = {id(p) for p in model.visual.parameters()} | {id(model.logit_scale)}
-    text_params = [p for p in model.parameters() if id(p) not in visual]
+    _set_temperature(model, settings)
+    optimizer = _adamw(model, settings)
+    text_params = _text_tower_parameters(model)
     bar = _progress(settings.steps, progress)
     model.train()
     started = time.perf_counter()
@@ -165,26 +150,13 @@ def pretrain_clip(model: torch.nn.Module, tokenizer: Callable, images: torch.Ten
         if settings.max_seconds and time.perf_counter() - started > settings.max_seconds:
             log.warning("stopping at step %d of %d: --minutes cap reached", step, settings.steps)
             break
-        if settings.batching == "clean":
-            picked, captions = clean_batch(attributes, rng, settings.keep, settings.batch_size)
-            index = np.asarray(picked)
-        else:
-            index = rng.choice(len(images), size=min(settings.batch_size, len(images)), replace=False)
-            captions = [web_caption(*attributes[i], rng, settings.keep) for i in index]
+        index, captions = draw_batch(images, attributes, rng, settings)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step)
-        image_features = model.encode_image(images[torch.from_numpy(index)], normalize=True)
-        text_features = model.encode_text(tokenizer(captions), normalize=True)
-        loss = loss_fn(image_features, text_features, model.logit_scale.exp())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if step < settings.text_freeze_steps:
-            for p in text_params:
-                p.grad = None
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        with torch.no_grad():  # CLIP's clamp: temperature at most 100
-            model.logit_scale.clamp_(0, math.log(100))
+            group["lr"] = lr_at(step, settings)
+        loss = _contrastive_loss(model, tokenizer, loss_fn, images[torch.from_numpy(index)],
+                                 captions)
+        _optimiser_step(model, optimizer, loss, text_params if step < settings.text_freeze_steps
+                        else [])
         last = float(loss.detach())
         first = last if step == 0 else first
         bar.update(1)
@@ -195,6 +167,71 @@ def pretrain_clip(model: torch.nn.Module, tokenizer: Callable, images: torch.Ten
     bar.close()
     return {"steps": step, "seconds": time.perf_counter() - started,
             "first_loss": first, "last_loss": last}
+
+
+def _set_temperature(model: torch.nn.Module, settings: PretrainSettings) -> None:
+    """The initial temperature (when set) and whether it learns."""
+    if settings.logit_scale:
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(settings.logit_scale))
+    model.logit_scale.requires_grad_(settings.learn_scale)
+
+
+def _adamw(model: torch.nn.Module, settings: PretrainSettings) -> torch.optim.AdamW:
+    """AdamW with CLIP's betas/eps; weight decay on matrices only (not on embeddings, gains,
+    biases or the temperature)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=settings.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def lr_at(step: int, settings: PretrainSettings) -> float:
+    """Learning rate of ``step``: linear warm-up to ``settings.lr``, then cosine to 0."""
+    if step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    done = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return settings.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+
+def _text_tower_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Every parameter outside the image tower and the temperature: what the freeze holds."""
+    visual = {id(p) for p in model.visual.parameters()} | {id(model.logit_scale)}
+    return [p for p in model.parameters() if id(p) not in visual]
+
+
+def draw_batch(images: torch.Tensor, attributes: Sequence[tuple[str, str, str]],
+               rng: np.random.Generator, settings: PretrainSettings
+               ) -> tuple[np.ndarray, list[str]]:
+    """(frame indices, one fresh web caption per frame) of one step, as ``settings.batching``
+    says: "clean" (no false negatives, see ``clean_batch``) or "random" frames."""
+    if settings.batching == "clean":
+        picked, captions = clean_batch(attributes, rng, settings.keep, settings.batch_size)
+        return np.asarray(picked), captions
+    index = rng.choice(len(images), size=min(settings.batch_size, len(images)), replace=False)
+    return index, [web_caption(*attributes[i], rng, settings.keep) for i in index]
+
+
+def _contrastive_loss(model: torch.nn.Module, tokenizer: Callable, loss_fn: Callable,
+                      batch: torch.Tensor, captions: list[str]) -> torch.Tensor:
+    """ClipLoss of a batch of frames (B, 3, S, S) against their captions (B,)."""
+    image_features = model.encode_image(batch, normalize=True)
+    text_features = model.encode_text(tokenizer(captions), normalize=True)
+    return loss_fn(image_features, text_features, model.logit_scale.exp())
+
+
+def _optimiser_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                    frozen: list[torch.nn.Parameter]) -> None:
+    """Backward, drop the gradients of ``frozen``, clip to norm 1, step, clamp the temperature."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for p in frozen:
+        p.grad = None
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    with torch.no_grad():  # CLIP's clamp: temperature at most 100
+        model.logit_scale.clamp_(0, math.log(100))
 
 
 @torch.no_grad()
