@@ -269,20 +269,27 @@ def test_list_reader_accepts_both_forms_and_a_header(tmp_path):
         ("x/a.mp4", 3), ("x/b.mp4", 4)]
 
 
-@pytest.mark.parametrize("reader, name, text, message", [
-    (read_video_list, "list.csv", "a.mp4,1\nb.mp4,x\n", r"list\.csv:2: label 'x' is not an integer"),
-    (read_video_list, "list.csv", "a.mp4,1,2\n", r"list\.csv:1: expected `relative/path,label`"),
-    (read_video_list, "list.csv", "a.mp4 1 extra\n", r"list\.csv:1: expected"),
-    (read_video_list, "list.csv", "a.mp4,-1\n", r"list\.csv:1: label -1 is negative"),
-    (read_video_list, "list.csv", "\n# only a comment\n", r"list\.csv: no rows"),
-    (read_classes, "c.json", '{"0": "a", "2": "b"}', r"must run 0\.\.1; missing \[1\]"),
-    (read_classes, "c.json", '{"0": "a",}', r"c\.json:1: invalid JSON"),
-    (read_classes, "c.json", '{"zero": "a"}', r"key 'zero' is not a class index"),
-    (read_classes, "c.json", '{"0": ""}', r"class 0 has no name"),
-    (read_classes, "c.json", '{"0": ": only a description"}', r"empty name before ':'"),
-    (read_classes, "c.json", '{"0": ["a"]}', r"class 0 has no name \(got \['a'\]\)"),
-    (read_classes, "c.json", "0,a\nzero,b\n", r"c\.json:2: index 'zero' is not an integer"),
-])
+BAD_LISTS = [  # (list.csv's text, the error naming file and line)
+    ("a.mp4,1\nb.mp4,x\n", r"list\.csv:2: label 'x' is not an integer"),
+    ("a.mp4,1,2\n", r"list\.csv:1: expected `relative/path,label`"),
+    ("a.mp4 1 extra\n", r"list\.csv:1: expected"),
+    ("a.mp4,-1\n", r"list\.csv:1: label -1 is negative"),
+    ("\n# only a comment\n", r"list\.csv: no rows"),
+]
+BAD_CLASS_FILES = [  # (c.json's text, the error naming the file)
+    ('{"0": "a", "2": "b"}', r"must run 0\.\.1; missing \[1\]"),
+    ('{"0": "a",}', r"c\.json:1: invalid JSON"),
+    ('{"zero": "a"}', r"key 'zero' is not a class index"),
+    ('{"0": ""}', r"class 0 has no name"),
+    ('{"0": ": only a description"}', r"empty name before ':'"),
+    ('{"0": ["a"]}', r"class 0 has no name \(got \['a'\]\)"),
+    ("0,a\nzero,b\n", r"c\.json:2: index 'zero' is not an integer"),
+]
+
+
+@pytest.mark.parametrize("reader, name, text, message",
+                         [(read_video_list, "list.csv", *case) for case in BAD_LISTS]
+                         + [(read_classes, "c.json", *case) for case in BAD_CLASS_FILES])
 def test_bad_list_and_class_files_name_the_file_and_line(tmp_path, reader, name, text, message):
     (tmp_path / name).write_text(text)
     with pytest.raises(ListFileError, match=message):
