@@ -9,7 +9,7 @@
           CPU tensors without ``TRITON_INTERPRET=1`` (the interpreter: slow, for tests).
   torch   always the PyTorch reference.
 
-The Triton op modules are imported only when first used, so importing :mod:`kernels` never
+The Triton op modules are imported only when first used, so importing :mod:`kiclip_kernels` never
 imports Triton and never fixes whether the kernels are compiled or interpreted.
 """
 
@@ -21,7 +21,7 @@ import warnings
 
 import torch
 
-from kernels.reference import distill_loss_reference, inject_layernorm_reference
+from kiclip_kernels.reference import distill_loss_reference, inject_layernorm_reference
 
 ENV_VAR = "KICLIP_KERNELS"
 BACKENDS = ("auto", "triton", "torch")
@@ -154,7 +154,7 @@ def inject_layernorm(h, f, weight, bias, mix: float = 0.5, eps: float = 1e-5):
         (y, ln_y), both (..., D) in h's dtype; both may receive gradient.
     """
     if use_triton(h):
-        from kernels.ops.inject_layernorm import inject_layernorm_triton
+        from kiclip_kernels.ops.inject_layernorm import inject_layernorm_triton
 
         return inject_layernorm_triton(h, f, weight, bias, mix, eps)
     return inject_layernorm_reference(h, f, weight, bias, mix, eps)
@@ -170,7 +170,7 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         fp32 scalar.
     """
     if use_triton(student):
-        from kernels.ops.distill_loss import distill_loss_triton
+        from kiclip_kernels.ops.distill_loss import distill_loss_triton
 
         return distill_loss_triton(student, teacher)
     return distill_loss_reference(student, teacher)

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import distill_loss
 from kiclip.model import Projector, video_logits
+from kiclip_kernels import distill_loss
 
 
 class LossTerms(NamedTuple):

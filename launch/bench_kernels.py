@@ -86,8 +86,8 @@ def setup_inject_layernorm(args, randn: Callable) -> OpBench:
     """inject_layernorm on (tokens·B·T, width) activations, gradients w.r.t. h, f, w, b."""
     import torch
 
-    from kernels.ops.inject_layernorm import inject_layernorm_triton
-    from kernels.reference import inject_layernorm_reference
+    from kiclip_kernels.ops.inject_layernorm import inject_layernorm_triton
+    from kiclip_kernels.reference import inject_layernorm_reference
 
     rows, d = args.tokens * args.batch * args.frames, args.width
     h, f = randn(rows, d).requires_grad_(), randn(rows, d).requires_grad_()
@@ -113,8 +113,8 @@ def setup_distill_loss(args, randn: Callable) -> OpBench:
     features, gradients w.r.t. the students."""
     import torch
 
-    from kernels.ops.distill_loss import distill_loss_triton
-    from kernels.reference import distill_loss_reference
+    from kiclip_kernels.ops.distill_loss import distill_loss_triton
+    from kiclip_kernels.reference import distill_loss_reference
 
     n_vis, e, c = args.batch * args.frames, args.embed, args.classes
     vis_s, vis_t = randn(n_vis, e).requires_grad_(), randn(n_vis, e)
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
         return 2
     if not on_gpu:
         # The op modules decide interpreted-vs-compiled when first imported, by the setups below.
-        from kernels.dispatch import interpret_triton_without_cuda
+        from kiclip_kernels.dispatch import interpret_triton_without_cuda
 
         interpret_triton_without_cuda()
         _shrink_for_cpu(args)

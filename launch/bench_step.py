@@ -249,7 +249,7 @@ def _restore_env(name: str, value: str | None) -> None:
 
 def time_variant(variant: Variant, args, device: torch.device, dtype: torch.dtype) -> dict:
     """Median ms/step over ``args.steps`` after ``args.warmup`` steps, peak memory, backend used."""
-    from kernels import dispatch
+    from kiclip_kernels import dispatch
 
     previous = os.environ.get("KICLIP_KERNELS")
     os.environ["KICLIP_KERNELS"] = _kernels_env(variant, device)

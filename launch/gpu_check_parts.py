@@ -79,7 +79,7 @@ def environment(out: Path) -> int:
         info["ptxas"] = get_ptxas(90).version
     except Exception as err:
         info["ptxas"] = f"unavailable: {err}"
-    from kernels import dispatch
+    from kiclip_kernels import dispatch
 
     info["triton_launcher_problem"] = dispatch.triton_launcher_problem() if torch.cuda.is_available() else None
     info["nvdec"] = _nvdec_answer()
@@ -123,11 +123,11 @@ def parity(out: Path, rows: int, width: int, dtype_name: str) -> int:
         return _skip("no CUDA device (set TRITON_INTERPRET=1 to run small shapes on CPU)")
     device = torch.device("cuda" if on_gpu else "cpu")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
-    from kernels.ops.distill_loss import TOLERANCES as DL_TOL
-    from kernels.ops.distill_loss import distill_loss_triton
-    from kernels.ops.inject_layernorm import TOLERANCES as LN_TOL
-    from kernels.ops.inject_layernorm import inject_layernorm_triton
-    from kernels.reference import distill_loss_reference, inject_layernorm_reference
+    from kiclip_kernels.ops.distill_loss import TOLERANCES as DL_TOL
+    from kiclip_kernels.ops.distill_loss import distill_loss_triton
+    from kiclip_kernels.ops.inject_layernorm import TOLERANCES as LN_TOL
+    from kiclip_kernels.ops.inject_layernorm import inject_layernorm_triton
+    from kiclip_kernels.reference import distill_loss_reference, inject_layernorm_reference
 
     g = torch.Generator().manual_seed(0)
 

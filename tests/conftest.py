@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from kernels.dispatch import interpret_triton_without_cuda
+from kiclip_kernels.dispatch import interpret_triton_without_cuda
 from shard_tools.make_synthetic import SyntheticSettings, generate_dataset
 
 # Before any test module imports Triton (directly or through a library; the imports above do

@@ -149,8 +149,8 @@ def kernel_variants() -> list[Variant]:
     the student's dtype or fp32. Widths sharing a block size and divisibility compile to the
     same code and are listed once.
     """
-    from kernels.ops import distill_loss as dl
-    from kernels.ops import inject_layernorm as il
+    from kiclip_kernels.ops import distill_loss as dl
+    from kiclip_kernels.ops import inject_layernorm as il
 
     out: dict[tuple, Variant] = {}
 

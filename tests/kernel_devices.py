@@ -10,12 +10,12 @@ test-module import order does not matter.
 import pytest
 import torch
 
-from kernels.dispatch import interpret_triton_without_cuda
+from kiclip_kernels.dispatch import interpret_triton_without_cuda
 
 interpret_triton_without_cuda()
 pytest.importorskip("triton")
 
-from kernels.ops._common import INTERPRETED  # noqa: E402
+from kiclip_kernels.ops._common import INTERPRETED  # noqa: E402
 
 DEVICES = [
     pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRETED, reason="CPU needs TRITON_INTERPRET=1")),

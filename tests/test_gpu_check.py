@@ -102,7 +102,7 @@ def _gpu_check_parts():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path of the parity part")
 def test_parity_part_compares_triton_with_the_reference(tmp_path, monkeypatch):
     parts = _gpu_check_parts()
-    monkeypatch.setenv("TRITON_INTERPRET", "1")  # set by conftest before kernels.ops is imported
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # set by conftest before kiclip_kernels.ops is imported
     assert parts.parity(tmp_path / "parity.json", rows=400, width=96, dtype_name="bf16") == 0
     report = json.loads((tmp_path / "parity.json").read_text())
     assert report["passed"] is True

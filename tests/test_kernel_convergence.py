@@ -78,8 +78,8 @@ def _train(kernels: str, monkeypatch) -> tuple[list[torch.Tensor], dict, dict, d
 
 def _count_backward_calls(monkeypatch) -> dict[str, int]:
     """Count the Triton ops' backward passes, so the comparison is known to exercise them."""
-    from kernels.ops.distill_loss import DistillLossFunction
-    from kernels.ops.inject_layernorm import InjectLayerNormFunction
+    from kiclip_kernels.ops.distill_loss import DistillLossFunction
+    from kiclip_kernels.ops.inject_layernorm import InjectLayerNormFunction
 
     calls = {"distill_loss": 0, "inject_layernorm": 0}
     for name, function in (("distill_loss", DistillLossFunction),
@@ -96,7 +96,7 @@ def _count_backward_calls(monkeypatch) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_training_with_triton_kernels_follows_the_torch_reference(monkeypatch, one_thread):
-    from kernels.dispatch import _interpreter_requested
+    from kiclip_kernels.dispatch import _interpreter_requested
 
     if not _interpreter_requested():
         pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 from the start (conftest "

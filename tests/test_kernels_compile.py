@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 from kernel_aot import compiler_unavailable, kernel_variants
-from kernel_devices import DTYPES  # noqa: F401  (sets TRITON_INTERPRET before kernels.ops)
+from kernel_devices import DTYPES  # noqa: F401  (sets TRITON_INTERPRET before kiclip_kernels.ops)
 
-from kernels.ops import inject_layernorm as il
+from kiclip_kernels.ops import inject_layernorm as il
 
 AOT_SCRIPT = Path(__file__).with_name("kernel_aot.py")
 _unavailable = compiler_unavailable()

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
-from kernels import dispatch
+import kiclip_kernels
+from kiclip_kernels import dispatch
 
-dispatch.interpret_triton_without_cuda()  # before the first import of kernels.ops
+dispatch.interpret_triton_without_cuda()  # before the first import of kiclip_kernels.ops
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_CUDA = types.SimpleNamespace(device=torch.device("cuda"))  # use_triton only reads .device
@@ -40,11 +40,11 @@ def _spy(monkeypatch, module, name):
 
 def test_public_signatures_match_contract():
     # docs/CONTRACTS.md: inject_layernorm(h, f, weight, bias, mix=0.5, eps=1e-5), distill_loss(student, teacher)
-    params = inspect.signature(kernels.inject_layernorm).parameters
+    params = inspect.signature(kiclip_kernels.inject_layernorm).parameters
     assert list(params) == ["h", "f", "weight", "bias", "mix", "eps"]
     assert params["mix"].default == 0.5 and params["eps"].default == 1e-5
-    assert list(inspect.signature(kernels.distill_loss).parameters) == ["student", "teacher"]
-    assert callable(kernels.inject_layernorm) and callable(kernels.distill_loss)
+    assert list(inspect.signature(kiclip_kernels.distill_loss).parameters) == ["student", "teacher"]
+    assert callable(kiclip_kernels.inject_layernorm) and callable(kiclip_kernels.distill_loss)
 
 
 @pytest.mark.parametrize("value", ["torch", "auto", ""])
@@ -52,9 +52,9 @@ def test_cpu_tensors_use_reference(monkeypatch, value):
     monkeypatch.setenv(dispatch.ENV_VAR, value)
     ln_calls = _spy(monkeypatch, dispatch, "inject_layernorm_reference")
     dl_calls = _spy(monkeypatch, dispatch, "distill_loss_reference")
-    y, ln = kernels.inject_layernorm(*_ln_inputs())
+    y, ln = kiclip_kernels.inject_layernorm(*_ln_inputs())
     assert y.shape == ln.shape == (3, 48)
-    kernels.distill_loss(torch.randn(4, 8), torch.randn(4, 8))
+    kiclip_kernels.distill_loss(torch.randn(4, 8), torch.randn(4, 8))
     assert ln_calls == ["inject_layernorm_reference"] and dl_calls == ["distill_loss_reference"]
 
 
@@ -75,7 +75,7 @@ def test_auto_picks_triton_for_cuda_tensors(monkeypatch, launcher_builds):
 def test_invalid_backend_names_the_variable(monkeypatch):
     monkeypatch.setenv(dispatch.ENV_VAR, "cuda")
     with pytest.raises(ValueError, match="KICLIP_KERNELS='cuda' is not one of auto, triton, torch"):
-        kernels.inject_layernorm(*_ln_inputs())
+        kiclip_kernels.inject_layernorm(*_ln_inputs())
 
 
 def test_forced_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
@@ -83,24 +83,24 @@ def test_forced_triton_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.setenv(dispatch.ENV_VAR, "triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
-        kernels.distill_loss(torch.randn(4, 8), torch.randn(4, 8))
+        kiclip_kernels.distill_loss(torch.randn(4, 8), torch.randn(4, 8))
 
 
 def test_forced_triton_on_cpu_runs_the_interpreter(monkeypatch):
     pytest.importorskip("triton")
-    from kernels.ops import _common
+    from kiclip_kernels.ops import _common
 
     if not _common.INTERPRETED:
-        pytest.skip("kernels.ops was imported compiled (TRITON_INTERPRET unset at first import)")
-    from kernels.ops import distill_loss as dl_op
-    from kernels.ops import inject_layernorm as ln_op
+        pytest.skip("kiclip_kernels.ops was imported compiled (TRITON_INTERPRET unset at first import)")
+    from kiclip_kernels.ops import distill_loss as dl_op
+    from kiclip_kernels.ops import inject_layernorm as ln_op
 
     monkeypatch.setenv(dispatch.ENV_VAR, "triton")
     ln_calls = _spy(monkeypatch, ln_op, "inject_layernorm_triton")
     dl_calls = _spy(monkeypatch, dl_op, "distill_loss_triton")
     h, f, w, b = _ln_inputs()
-    _, ln = kernels.inject_layernorm(h, f, w, b)
-    loss = kernels.distill_loss(h, f)
+    _, ln = kiclip_kernels.inject_layernorm(h, f, w, b)
+    loss = kiclip_kernels.distill_loss(h, f)
     assert ln_calls == ["inject_layernorm_triton"] and dl_calls == ["distill_loss_triton"]
     _, ln_ref = dispatch.inject_layernorm_reference(h, f, w, b)
     torch.testing.assert_close(ln, ln_ref, atol=1e-5, rtol=1e-5)
@@ -113,7 +113,7 @@ def test_without_triton_auto_falls_back_and_forced_triton_says_why(monkeypatch):
     assert dispatch.triton_importable() is False
     monkeypatch.setenv(dispatch.ENV_VAR, "auto")
     assert dispatch.use_triton(FAKE_CUDA) is False  # even for CUDA tensors
-    _, ln = kernels.inject_layernorm(*_ln_inputs())
+    _, ln = kiclip_kernels.inject_layernorm(*_ln_inputs())
     assert torch.isfinite(ln).all()
     monkeypatch.setenv(dispatch.ENV_VAR, "triton")
     with pytest.raises(RuntimeError, match="triton package cannot be imported"):
@@ -121,20 +121,20 @@ def test_without_triton_auto_falls_back_and_forced_triton_says_why(monkeypatch):
 
 
 def test_package_imports_and_runs_without_triton():
-    # A fresh interpreter where triton cannot be imported at all: `import kernels` must not
+    # A fresh interpreter where triton cannot be imported at all: `import kiclip_kernels` must not
     # need it, must not import the Triton ops, and both ops must run (reference backend).
     code = textwrap.dedent(
         """
         import sys
         sys.modules["triton"] = None
-        import torch, kernels
+        import torch, kiclip_kernels
         h = torch.randn(2, 5, 48, requires_grad=True)
         f = torch.randn(2, 5, 48, requires_grad=True)
-        y, ln = kernels.inject_layernorm(h, f, torch.ones(48), torch.zeros(48))
-        loss = kernels.distill_loss(ln.reshape(10, 48), f.reshape(10, 48).detach())
+        y, ln = kiclip_kernels.inject_layernorm(h, f, torch.ones(48), torch.zeros(48))
+        loss = kiclip_kernels.distill_loss(ln.reshape(10, 48), f.reshape(10, 48).detach())
         (loss + y.sum()).backward()
         assert h.grad is not None and f.grad is not None
-        assert not any(m.startswith("kernels.ops") for m in sys.modules), "kernels.ops imported"
+        assert not any(m.startswith("kiclip_kernels.ops") for m in sys.modules), "kiclip_kernels.ops imported"
         print("ok")
         """
     )

@@ -5,10 +5,10 @@ Runs on CPU through Triton's interpreter, and on CUDA when a GPU is present.
 
 import pytest
 import torch
-from kernel_devices import DEVICES, DTYPES  # first: sets TRITON_INTERPRET before kernels.ops
+from kernel_devices import DEVICES, DTYPES  # first: sets TRITON_INTERPRET before kiclip_kernels.ops
 
-from kernels.ops.distill_loss import TOLERANCES, distill_loss_triton
-from kernels.reference import distill_loss_reference
+from kiclip_kernels.ops.distill_loss import TOLERANCES, distill_loss_triton
+from kiclip_kernels.reference import distill_loss_reference
 
 
 def _pair(shape, dtype, device, teacher_dtype=None, teacher_requires_grad=False, seed=0):

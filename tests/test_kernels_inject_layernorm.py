@@ -5,10 +5,10 @@ Runs on CPU through Triton's interpreter, and on CUDA when a GPU is present.
 
 import pytest
 import torch
-from kernel_devices import DEVICES, DTYPES  # first: sets TRITON_INTERPRET before kernels.ops
+from kernel_devices import DEVICES, DTYPES  # first: sets TRITON_INTERPRET before kiclip_kernels.ops
 
-from kernels.ops.inject_layernorm import TOLERANCES, inject_layernorm_triton
-from kernels.reference import inject_layernorm_reference
+from kiclip_kernels.ops.inject_layernorm import TOLERANCES, inject_layernorm_triton
+from kiclip_kernels.reference import inject_layernorm_reference
 
 
 def _inputs(shape, dtype, device, f_requires_grad=True, weight_dtype=None, seed=0):
@@ -140,7 +140,7 @@ def test_backward_programs_walk_many_rows(device, programs, rows, monkeypatch):
     # On a GPU each backward program loops over thousands of rows and keeps running dweight /
     # dbias sums; capping the programs makes small inputs take that path too, with a short last
     # chunk (37 = 2 x 19 - 1) and a program left with no rows at all (5 rows over 4 programs of 2).
-    from kernels.ops import _common
+    from kiclip_kernels.ops import _common
 
     monkeypatch.setattr(_common, "MAX_PROGRAMS", programs)
     assert _common.persistent_programs(rows, torch.device(device)) == programs

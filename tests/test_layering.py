@@ -1,6 +1,7 @@
 """Imports only go down the layers (docs/CONTRACTS.md, "Layering"):
 
-    launch → (shard_tools | kiclip.train | kiclip.inference) → kiclip.model / kiclip.data → kernels
+    launch → (shard_tools | kiclip.train | kiclip.inference) → kiclip.model / kiclip.data
+           → kiclip_kernels (the kernels/ folder)
 
 Read from the source with ast (every import, function-level ones included), followed through
 the modules each one reaches, so a detour through a shared kiclip module is caught too.
@@ -15,12 +16,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("kiclip", "shard_tools", "kernels")
+PACKAGES = ("kiclip", "shard_tools", "kiclip_kernels")
+# Import name → folder, where they differ (setup.cfg package_dir).
+FOLDERS = {"kiclip_kernels": "kernels"}
+
+
+def folder_parts(name: str) -> list[str]:
+    first, *rest = name.split(".")
+    return [FOLDERS.get(first, first), *rest]
 
 
 def module_file(name: str) -> Path | None:
     """The file that defines module ``name`` in this repository, or None (outside it)."""
-    base = ROOT.joinpath(*name.split("."))
+    base = ROOT.joinpath(*folder_parts(name))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate
@@ -29,6 +37,8 @@ def module_file(name: str) -> Path | None:
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
+    names = {folder: name for name, folder in FOLDERS.items()}
+    parts = (names.get(parts[0], parts[0]), *parts[1:])
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -75,7 +85,7 @@ def reachable(name: str) -> set[str]:
 
 
 def modules_under(prefix: str) -> list[str]:
-    base = ROOT.joinpath(*prefix.split("."))
+    base = ROOT.joinpath(*folder_parts(prefix))
     files = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
     return [module_name(f) for f in files]
 
@@ -86,7 +96,7 @@ def within(module: str, prefixes: tuple[str, ...]) -> bool:
 
 # (layer, what no module of it may reach, directly or through another module)
 RULES = [
-    ("kernels", ("kiclip", "shard_tools", "launch")),
+    ("kiclip_kernels", ("kiclip", "shard_tools", "launch")),
     ("kiclip.model", ("kiclip.train", "kiclip.inference", "shard_tools", "launch")),
     ("kiclip.data", ("kiclip.train", "kiclip.inference", "shard_tools", "launch")),
     ("kiclip.inference", ("kiclip.train", "shard_tools", "launch")),
@@ -115,3 +125,5 @@ def test_the_checker_sees_function_level_and_indirect_imports():
     assert "kiclip.config" in direct_imports("kiclip.model.build")
     assert "shard_tools.inspect_decode" in direct_imports("shard_tools.inspect_shards")
     assert "kiclip.data.preview" in reachable("shard_tools.inspect_shards")
+    # The kernels folder installs as kiclip_kernels: its imports must be followed too.
+    assert "kiclip_kernels.dispatch" in reachable("kiclip.losses")

@@ -108,7 +108,7 @@ def _step_terms(module, teacher, prompts, video, labels, dtype):
 @pytest.mark.parametrize("device,kernels", SETUPS)
 def test_bf16_train_module_step_is_fp32_where_promised(device, kernels, monkeypatch, one_thread):
     if device == "cpu" and kernels == "triton":
-        from kernels.dispatch import _interpreter_requested
+        from kiclip_kernels.dispatch import _interpreter_requested
 
         if not _interpreter_requested():
             pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 from the start (conftest "
@@ -138,7 +138,7 @@ def test_bf16_evaluation_logits_are_fp32_and_match(device, kernels, small_shards
     """evaluate_label_space with a bf16 student (as the end-of-run evaluation calls it): its
     classifier and logits are fp32 and close to the fp32 student's, view for view."""
     if device == "cpu" and kernels == "triton":
-        from kernels.dispatch import _interpreter_requested
+        from kiclip_kernels.dispatch import _interpreter_requested
 
         if not _interpreter_requested():
             pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 from the start")

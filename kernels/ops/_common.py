@@ -40,7 +40,7 @@ def check_runnable(t: torch.Tensor) -> None:
     if t.device.type != "cuda" and not INTERPRETED:
         raise RuntimeError(
             f"Triton kernels were compiled for the GPU but got a tensor on {t.device}. Use CUDA tensors, "
-            "or set TRITON_INTERPRET=1 before kernels.ops is first imported to run them on CPU "
+            "or set TRITON_INTERPRET=1 before kiclip_kernels.ops is first imported to run them on CPU "
             "(slow; for tests), or use KICLIP_KERNELS=torch."
         )
 

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.ops._common import as_rows, check_runnable, row_block_settings
+from kiclip_kernels.ops._common import as_rows, check_runnable, row_block_settings
 
 # Triton vs the reference evaluated in fp32 on the same inputs. The loss is always fp32; the
 # gradient is stored in the student's dtype, so its tolerance is that dtype's rounding.

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.ops._common import (
+from kiclip_kernels.ops._common import (
     as_rows,
     check_runnable,
     persistent_programs,

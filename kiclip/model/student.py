@@ -10,8 +10,8 @@ from open_clip.model import CLIP
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from kernels import inject_layernorm
 from kiclip.model.block import check_block, run_block
+from kiclip_kernels import inject_layernorm
 
 
 class VideoStudent(nn.Module):
