@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -126,14 +127,14 @@ def train_script():
 
 
 @contextlib.contextmanager
-def in_process_environment():
-    """The environment a train.py process gets (one thread, no progress bar), restored after:
-    the run sets RANK, MASTER_PORT, DS_ACCELERATOR... that later subprocesses must not inherit.
-    torch.distributed stays initialised (world size 1), as DeepSpeed cannot undo it."""
+def in_process_environment(**extra: str):
+    """The environment a train.py process gets (one thread, no progress bar, plus ``extra``),
+    restored after: the run sets RANK, MASTER_PORT, DS_ACCELERATOR... that later subprocesses
+    must not inherit. torch.distributed stays initialised (world size 1): DeepSpeed cannot undo it."""
     import torch
 
     saved, threads = dict(os.environ), torch.get_num_threads()
-    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1")
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1", **extra)
     torch.set_num_threads(1)
     try:
         yield
@@ -165,3 +166,27 @@ def train_in_process(args: list[str]) -> dict | None:
         from kiclip.train.trainer import Trainer
 
         return Trainer(cfg, protocol, device_type).train()
+
+
+def train_to_end(args: list[str], *, log: Path, env_extra: dict[str, str] | None = None) -> None:
+    """``train.py ARGS`` run to a successful end, kiclip's log written to ``log``: in this
+    process with ``--device cpu``, else in a process of its own (DeepSpeed's accelerator is
+    chosen once per process)."""
+    if "--device" not in args or args[args.index("--device") + 1] != "cpu":
+        wait_ok(start_train(args, log=log, env_extra=env_extra), log)
+        return
+    handler = logging.FileHandler(log)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("kiclip")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    err = io.StringIO()
+    try:
+        with in_process_environment(**(env_extra or {})), contextlib.redirect_stderr(err):
+            code = train_script().main(args)
+    finally:
+        logger.setLevel(level)
+        logger.removeHandler(handler)
+        handler.close()
+    assert code == 0, f"train.py {' '.join(args)} exited {code}:\n{err.getvalue()[-3000:]}\n{tail(log)}"

@@ -40,6 +40,7 @@ class Trainer:
         self.cfg, self.protocol = cfg, protocol
         self.rank, self.world, self.device = init_distributed(device_type)
         self._check_decoders()
+        self._share_cpu_cores()
         self.run_dir = Path(cfg.run.output)
         self.bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto"
                                                     and self.device.type == "cuda")
@@ -61,14 +62,18 @@ class Trainer:
         """A codec the loader cannot read is a dataset problem: UnsupportedCodecError (exit 2)
         before the run directory exists."""
         from kiclip.data import check_loader_codecs
-        from kiclip.runtime import configure_cpu_threads
 
         cfg = self.cfg
         evaluated = list(self.protocol.evals.values()) if cfg.run.eval_at_end else []
         for shard_set in [self.protocol.train, *evaluated]:
             check_loader_codecs(shard_set.shards, cfg.data.backend, self.device.type)
+
+    def _share_cpu_cores(self) -> None:
+        """On the CPU, leave the loader's threads and the node's other ranks their cores."""
+        from kiclip.runtime import configure_cpu_threads
+
         if self.device.type == "cpu":
-            configure_cpu_threads(cfg.data.num_workers,
+            configure_cpu_threads(self.cfg.data.num_workers,
                                   int(os.environ.get("LOCAL_WORLD_SIZE", self.world)))
 
     def _prepare_run_dir(self) -> None:
