@@ -56,23 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     from kiclip.remote import RemoteDataError
     from kiclip.train.distributed import DeviceError
     from kiclip.train.startup import prepare_run
+    from kiclip.train.trainer import Trainer
 
     try:
         # Everything that can be wrong with the dataset is found here, before any heavy work.
         cfg, protocol, device_type = prepare_run(args)
     except (ConfigError, DeviceError) as err:
         return _error(err, 2)
-    from kiclip.train.trainer import Trainer  # after prepare_run chose DeepSpeed's accelerator
 
     try:
-        summary = Trainer(cfg, protocol, device_type).train()
+        Trainer(cfg, protocol, device_type).train()
     except FloatingPointError as err:  # every rank raises it at the same step (all_ranks_finite)
         return _error(err, 1)
     # More ranks on this host than GPUs; a codec no loader here reads (found before the first
     # batch, on every rank alike); a streamed tar that cannot be fetched or is corrupt.
     except (DeviceError, UnsupportedCodecError, RemoteDataError) as err:
         return _error(err, 2)
-    return 0 if summary is not None else 1
+    return 0
 
 
 def _error(err: Exception, code: int) -> int:

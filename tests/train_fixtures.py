@@ -156,7 +156,7 @@ def train_main(args: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def train_in_process(args: list[str]) -> dict | None:
+def train_in_process(args: list[str]) -> dict:
     """The summary of a ``Trainer`` run configured as ``train.py ARGS`` would be, in this
     process (pass --device cpu); start-up errors raise (ConfigError, DeviceError)."""
     from kiclip.train.startup import prepare_run

@@ -160,10 +160,11 @@ class Trainer:
         log.info("resumed from %s after epoch %d (step %d)", self.run_dir, last, self.progress.step)
         return last + 1
 
-    def train(self) -> dict | None:
+    def train(self) -> dict:
         """Train the remaining epochs (or up to run.max_steps), checkpointing each completed
-        epoch; then the end-of-run evaluation and the summary. Returns the summary, or None
-        when nothing was trained. FloatingPointError on a non-finite loss (see ``train_step``)."""
+        epoch; then the end-of-run evaluation (not after a max_steps stop) and the summary,
+        which it returns (rank 0 writes it to summary.json). FloatingPointError on a
+        non-finite loss (see ``train_step``)."""
         start_epoch = self.resume()
         self.metrics = RunMetrics(self.run_dir, enabled=self.rank == 0, total_steps=self.total_steps,
                                   initial_step=self.progress.step)
