@@ -199,8 +199,9 @@ class Trainer:
 
     def train_step(self, batch: dict) -> dict[str, float]:
         """One optimiser step on ``batch`` ("video" (B,3,T,H,W), "label" (B,), "valid" (B,));
-        records it in the metrics and returns its loss terms. A non-finite term on any rank
-        raises FloatingPointError on every rank, before the update."""
+        returns its loss terms, and records them in the run's metrics once ``train`` opened
+        them. A non-finite term on any rank raises FloatingPointError on every rank, before
+        the update."""
         device, dtype = self.device, self.dtype
         video = batch["video"].to(device=device, dtype=dtype, non_blocking=True)
         labels = batch["label"].to(device)
@@ -223,7 +224,8 @@ class Trainer:
         self.engine.step()
         self.progress.step += 1
         self.losses_seen.append(values["total"])
-        self._record_step(values, int(valid.sum()), drawn[0])
+        if self.metrics is not None:
+            self._record_step(values, int(valid.sum()), drawn[0])
         return values
 
     def _check_finite(self, values: dict[str, float]) -> None:
