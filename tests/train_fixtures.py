@@ -128,13 +128,13 @@ def train_script():
 
 @contextlib.contextmanager
 def in_process_environment(**extra: str):
-    """The environment a train.py process gets (one thread, no progress bar, plus ``extra``),
+    """The environment a train.py process of these tests gets (one thread, plus ``extra``),
     restored after: the run sets RANK, MASTER_PORT, DS_ACCELERATOR... that later subprocesses
     must not inherit. torch.distributed stays initialised (world size 1): DeepSpeed cannot undo it."""
     import torch
 
     saved, threads = dict(os.environ), torch.get_num_threads()
-    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TQDM_DISABLE="1", **extra)
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
     torch.set_num_threads(1)
     try:
         yield
