@@ -30,8 +30,9 @@ import sys
 from pathlib import Path
 
 from kiclip.config import B2N_PRESETS, ConfigError, preset_table
-from kiclip.layout import check_datasets, prompt_record, read_shard_set, resolve_protocol
+from kiclip.layout import prompt_record, read_shard_set
 from kiclip.remote import localize_protocol
+from kiclip.train.startup import load_protocol
 from kiclip.weights import weights_file_problem
 
 log = logging.getLogger("kiclip.evaluate")
@@ -106,14 +107,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _label_spaces(args) -> dict:
-    data = localize_protocol(args.data, "b2n" if args.b2n else "cross", need_train=False,
-                             cache_dir=args.cache_dir, stream=args.stream)
     if args.b2n:
-        evals = resolve_protocol(data, "b2n", need_train=False).evals
-        check_datasets(evals.values(), args.b2n, allow_mismatch=args.allow_dataset_mismatch,
-                       escape="--allow-dataset-mismatch")
-        return evals
-    root = Path(data)
+        return load_protocol(args.data, "b2n", dataset=args.b2n, allow_mismatch=args.allow_dataset_mismatch,
+                             escape="--allow-dataset-mismatch", need_train=False,
+                             cache_dir=args.cache_dir, stream=args.stream).evals
+    root = Path(localize_protocol(args.data, "cross", need_train=False, cache_dir=args.cache_dir,
+                                  stream=args.stream))
     spaces = {p.name: read_shard_set(p) for p in sorted(root.glob("test*")) if p.is_dir()}
     if not spaces:
         raise ConfigError(f"{root} holds no test* shard folder for cross-dataset evaluation")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import EVALUATE, ROOT, TRAIN, process_env
+from train_fixtures import EVALUATE, ROOT, process_env, train_in_process
 
 from kiclip.config import DataConfig
 from kiclip.layout import read_shard_set, resolve_protocol
@@ -158,13 +158,21 @@ def _spied_prompts(log: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_train_and_evaluate_scripts_prompt_with_descriptions(rephrased_data, tmp_path):
-    run, train_log, eval_log = tmp_path / "run", tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
-    proc = _run_spied(tmp_path, TRAIN, ["--b2n", "custom", "--data", str(rephrased_data),
-                                        "--output", str(run), "--epochs", "1", "--lr", "1e-4", *TINY],
-                      train_log)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    prompts = _spied_prompts(train_log)
+def test_train_and_evaluate_scripts_prompt_with_descriptions(rephrased_data, tmp_path, monkeypatch):
+    import kiclip.train.assemble as assemble
+
+    real, spies = assemble.build_models, []
+
+    def build_models(*args, **kwargs):
+        module, teacher, tokenizer = real(*args, **kwargs)
+        spies.append(SpyTokenizer(tokenizer))
+        return module, teacher, spies[-1]
+
+    monkeypatch.setattr(assemble, "build_models", build_models)
+    run, eval_log = tmp_path / "run", tmp_path / "eval.jsonl"
+    train_in_process(["--b2n", "custom", "--data", str(rephrased_data), "--output", str(run),
+                      "--epochs", "1", "--lr", "1e-4", "--device", "cpu", *TINY])
+    prompts = [p for spy in spies for p in spy.prompts]
     # Student/teacher prompts of the base label space, then the end-of-run evaluation's two.
     assert _has_descriptions(prompts, ["juggling", "surfing", "knitting", "rowing"])
     assert "a photo of a person doing surfing. " + TEXTS["1"] in prompts

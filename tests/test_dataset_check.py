@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from train_fixtures import EVALUATE, FAST, ROOT, TRAIN, process_env, run_train, start_train, wait_ok
+from train_fixtures import EVALUATE, FAST, ROOT, TRAIN, process_env, train_in_process, train_main
 
 from kiclip.config import B2N_PRESETS, CROSS_PRESET, PRESET_DATASETS, TrainConfig, apply_overrides
 from kiclip.layout import check_datasets, read_shard_set
@@ -84,11 +84,11 @@ def _with_dataset(b2n_shards, tmp_path, dataset: str | None):
 def test_train_refuses_another_dataset_naming_both(b2n_shards, tmp_path):
     assert read_shard_set(b2n_shards / "base_test").dataset == "synthetic"  # from make_splits
     out = tmp_path / "run"
-    proc = run_train(["--b2n", "ucf101", "--data", str(b2n_shards), "--output", str(out)], timeout=60)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "--b2n ucf101 expects ucf101 shards" in proc.stderr
-    assert f"{b2n_shards / 'train_split1' / 'manifest.json'} records dataset 'synthetic'" in proc.stderr
-    assert "data.allow_mismatch=true" in proc.stderr and "Traceback" not in proc.stderr
+    code, err = train_main(["--b2n", "ucf101", "--data", str(b2n_shards), "--output", str(out)])
+    assert code == 2, err[-3000:]  # (an unexpected exception would fail here, not print a traceback)
+    assert "--b2n ucf101 expects ucf101 shards" in err
+    assert f"{b2n_shards / 'train_split1' / 'manifest.json'} records dataset 'synthetic'" in err
+    assert "data.allow_mismatch=true" in err
     assert not out.exists()
 
 
@@ -108,15 +108,13 @@ def test_escape_and_custom_accept_any_dataset(b2n_shards, tmp_path):
     data = _with_dataset(b2n_shards, tmp_path, "mydata")
     tiny = [*FAST[2:], "--model", "kiclip-tiny", "--image-size", "32", "--stride", "2",
             "--max-steps", "1", "--data", str(data)]
-    proc = run_train(["--b2n", "ucf101", *tiny, "--output", str(tmp_path / "refused")], timeout=60)
-    assert proc.returncode == 2 and "records dataset 'mydata'" in proc.stderr
-    assert "--b2n custom" in proc.stderr  # the message names the way for own data
+    code, err = train_main(["--b2n", "ucf101", *tiny, "--output", str(tmp_path / "refused")])
+    assert code == 2 and "records dataset 'mydata'" in err
+    assert "--b2n custom" in err  # the message names the way for own data
     cases = {"ucf101": ["--set", "data.allow_mismatch=true"], "custom": []}
-    procs = {preset: start_train(["--b2n", preset, *tiny, *extra, "--output", str(tmp_path / preset)],
-                                 log=tmp_path / f"{preset}.log")
-             for preset, extra in cases.items()}  # both at once: each is single-threaded
-    for preset, proc in procs.items():
-        wait_ok(proc, tmp_path / f"{preset}.log")
+    for preset, extra in cases.items():
+        summary = train_in_process(["--b2n", preset, *tiny, *extra, "--output", str(tmp_path / preset)])
+        assert summary["steps"] == 1, preset
         config = json.loads((tmp_path / preset / "config.json").read_text())
         assert config["dataset"] == preset and config["data"]["allow_mismatch"] == bool(cases[preset])
 

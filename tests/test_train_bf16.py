@@ -30,7 +30,7 @@ import shutil
 
 import pytest
 import torch
-from train_fixtures import build_b2n_shards, read_losses, start_train, tail, wait_ok
+from train_fixtures import build_b2n_shards, read_losses, tail, train_to_end
 
 from kiclip.train import checkpoint as ckpt
 from kiclip.weights import load_weights
@@ -174,7 +174,8 @@ def test_bf16_evaluation_logits_are_fp32_and_match(device, kernels, small_shards
 
 
 # --------------------------------------------------------------------------------------------
-# DeepSpeed runs of launch/train.py: steps against fp32, resume, end-of-run evaluation.
+# DeepSpeed runs of launch/train.py (in this process on the CPU): steps against fp32, resume,
+# end-of-run evaluation.
 
 
 @pytest.fixture(scope="module")
@@ -185,10 +186,9 @@ def fp32_runs(small_shards, tmp_path_factory):
     def get(device: str) -> list[dict]:
         if device not in runs:
             out = tmp_path_factory.mktemp(f"fp32_{device}")
-            proc = start_train([*STEPS, "--data", str(small_shards), "--output", str(out / "run"),
-                                "--device", device, "--precision", "fp32"],
-                               log=out / "log", env_extra=kernel_env(device, "torch"))
-            wait_ok(proc, out / "log")
+            train_to_end([*STEPS, "--data", str(small_shards), "--output", str(out / "run"),
+                          "--device", device, "--precision", "fp32"],
+                         log=out / "log", env_extra=kernel_env(device, "torch"))
             runs[device] = read_losses(out / "run")
         return runs[device]
 
@@ -199,10 +199,9 @@ def fp32_runs(small_shards, tmp_path_factory):
 @pytest.mark.parametrize("device,kernels", SETUPS)
 def test_deepspeed_bf16_steps_track_fp32(device, kernels, small_shards, fp32_runs, tmp_path):
     run = tmp_path / "run"
-    proc = start_train([*STEPS, "--data", str(small_shards), "--output", str(run), "--device", device,
-                        "--precision", "bf16"],
-                       log=tmp_path / "log", env_extra=kernel_env(device, kernels))
-    wait_ok(proc, tmp_path / "log")
+    train_to_end([*STEPS, "--data", str(small_shards), "--output", str(run), "--device", device,
+                  "--precision", "bf16"],
+                 log=tmp_path / "log", env_extra=kernel_env(device, kernels))
     summary = json.loads((run / "summary.json").read_text())
     assert summary["precision"] == "bf16" and summary["device"].startswith(device)
     want, got = fp32_runs(device), read_losses(run)
@@ -232,16 +231,14 @@ def test_deepspeed_bf16_resume_and_evaluation(device, kernels, zero, small_shard
             "--epochs", "2", "--zero-stage", str(zero)]
     env = kernel_env(device, kernels)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    wait_ok(start_train([*args, "--output", str(straight)], log=tmp_path / "a.log", env_extra=env),
-            tmp_path / "a.log")
+    train_to_end([*args, "--output", str(straight)], log=tmp_path / "a.log", env_extra=env)
 
     shutil.copytree(straight, resumed)
     shutil.rmtree(ckpt.ds_dir(resumed) / ckpt.epoch_tag(1))
     ckpt.weights_path(resumed, 1).unlink()
     (resumed / "summary.json").unlink()
     assert ckpt.last_complete_epoch(resumed) == 0
-    wait_ok(start_train([*args, "--output", str(resumed)], log=tmp_path / "b.log", env_extra=env),
-            tmp_path / "b.log")
+    train_to_end([*args, "--output", str(resumed)], log=tmp_path / "b.log", env_extra=env)
     assert "resumed from" in (tmp_path / "b.log").read_text(), tail(tmp_path / "b.log")
 
     want, got = read_losses(straight), read_losses(resumed)

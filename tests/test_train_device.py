@@ -1,19 +1,17 @@
 """Choosing the training device: auto / cpu / cuda, and the case of a GPU the driver sees but
 this torch build cannot use (a CUDA build newer than the driver). nvidia-smi is faked by a
-script put first on PATH; torch's view of CUDA is monkeypatched (in-process) or hidden with
-CUDA_VISIBLE_DEVICES="" (subprocess), so these tests mean the same on CPU and GPU hosts."""
+script put first on PATH and torch's view of CUDA is monkeypatched, so these tests mean the
+same on CPU and GPU hosts."""
 
 from __future__ import annotations
 
 import logging
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 import torch
-from train_fixtures import FAST, TRAIN, process_env
+from train_fixtures import FAST, train_main
 
 from kiclip.train import distributed
 from kiclip.train.distributed import DeviceError, choose_device_type, cuda_device_for_local_rank
@@ -81,12 +79,11 @@ def test_a_local_rank_without_its_gpu_is_refused(monkeypatch):
         cuda_device_for_local_rank(1)
 
 
-def test_train_device_cuda_exits_2_explaining_the_unusable_gpu(b2n_shards, tmp_path):
-    env = process_env(PATH=fake_nvidia_smi(tmp_path / "bin", LISTING), CUDA_VISIBLE_DEVICES="")
+def test_train_device_cuda_exits_2_explaining_the_unusable_gpu(no_cuda, monkeypatch, b2n_shards, tmp_path):
+    monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", LISTING))
     args = [a for a in FAST if a not in ("--device", "cpu")]
-    proc = subprocess.run([sys.executable, str(TRAIN), *args, "--data", str(b2n_shards),
-                           "--output", str(tmp_path / "run"), "--device", "cuda"],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "--device cuda: nvidia-smi lists a GPU but torch.cuda.is_available() is False" in proc.stderr
+    code, err = train_main([*args, "--data", str(b2n_shards), "--output", str(tmp_path / "run"),
+                            "--device", "cuda"])
+    assert code == 2, err[-2000:]
+    assert "--device cuda: nvidia-smi lists a GPU but torch.cuda.is_available() is False" in err
     assert not (tmp_path / "run").exists()  # refused before any work

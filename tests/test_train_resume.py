@@ -71,28 +71,29 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(b2n_shards, tmp_path):
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
 
-    # The checkpoint carries what resuming restores besides DeepSpeed's own state.
-    # DeepSpeed's own state file pickles numpy RNG state and optimizer objects, so it cannot be
-    # read with weights_only=True; it is a file this test just wrote.
+    # The checkpoint carries what resuming restores besides DeepSpeed's own state: one entry
+    # per Stateful part of the run. DeepSpeed's own state file pickles numpy RNG state and
+    # optimizer objects, so it cannot be read with weights_only=True; it is a file this test
+    # just wrote.
     states = ckpt.ds_dir(killed) / ckpt.epoch_tag(0) / "mp_rank_00_model_states.pt"
     client = torch.load(states, map_location="cpu", weights_only=False)
-    assert client["step"] == STEPS_PER_EPOCH and client["epoch"] == 0
+    assert client["progress"] == {"epoch": 0, "step": STEPS_PER_EPOCH}
     assert {"python", "numpy", "torch"} <= set(client["rng"])
     assert "generator" in client["templates"]
 
 
 def test_rng_and_template_sampler_state_round_trip():
-    """What _save_epoch stores and the resume path restores (ckpt.set_rng_state,
-    TemplateSampler.load_state_dict) brings back the exact random streams."""
+    """What a checkpoint stores for the RNG and the template sampler (their state_dict) and
+    what a resume restores (load_state_dict) brings back the exact random streams."""
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
     sampler = TemplateSampler(seed=3)
     for _ in range(5):
         sampler.draw()
-    state, templates = ckpt.rng_state(), sampler.state_dict()
+    state, templates = ckpt.RngState().state_dict(), sampler.state_dict()
     expected = (random.random(), np.random.rand(), torch.rand(3), [sampler.draw() for _ in range(8)])
     random.seed(99), np.random.seed(99), torch.manual_seed(99)
     fresh = TemplateSampler(seed=3)
-    ckpt.set_rng_state(state)
+    ckpt.RngState().load_state_dict(state)
     fresh.load_state_dict(templates)
     got = (random.random(), np.random.rand(), torch.rand(3), [fresh.draw() for _ in range(8)])
     assert got[0] == expected[0] and got[1] == expected[1]

@@ -1,16 +1,25 @@
-"""Helpers for the training and evaluation tests: tiny B2N shards and train.py processes.
+"""Helpers for the training and evaluation tests: tiny B2N shards, train.py processes, and
+train.py's ``main`` or the ``Trainer`` run inside the test process.
 
 Every process runs with one intra-op thread: the tests share 2 cores with each other and with
 other work, and oversubscribed torch threads make a 0.3 s step take 10 s.
+
+In-process training runs on the CPU only: DeepSpeed chooses its accelerator once per process,
+so a CUDA run after a CPU one (or the reverse) needs a process of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +115,78 @@ def read_losses(run_dir: Path) -> list[dict]:
     """RUN/losses.jsonl: one record per optimiser step."""
     path = Path(run_dir) / "losses.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@cache
+def train_script():
+    """launch/train.py as a module (launch/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("kiclip_launch_train", TRAIN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def in_process_environment(**extra: str):
+    """The environment a train.py process of these tests gets (one thread, plus ``extra``),
+    restored after: the run sets RANK, MASTER_PORT, DS_ACCELERATOR... that later subprocesses
+    must not inherit. torch.distributed stays initialised (world size 1): DeepSpeed cannot undo it."""
+    import torch
+
+    saved, threads = dict(os.environ), torch.get_num_threads()
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        torch.set_num_threads(threads)
+
+
+def train_main(args: list[str]) -> tuple[int, str]:
+    """``launch/train.py ARGS`` run in this process (pass --device cpu): its exit code (an
+    argparse error's too) and what it printed to stderr (the log goes to pytest's caplog)."""
+    err = io.StringIO()
+    with in_process_environment(), contextlib.redirect_stderr(err):
+        try:
+            code = train_script().main(args)
+        except SystemExit as exit:
+            code = exit.code
+    return code, err.getvalue()
+
+
+def train_in_process(args: list[str]) -> dict:
+    """The summary of a ``Trainer`` run configured as ``train.py ARGS`` would be, in this
+    process (pass --device cpu); start-up errors raise (ConfigError, DeviceError)."""
+    from kiclip.train.startup import prepare_run
+
+    with in_process_environment():
+        cfg, protocol, device_type = prepare_run(train_script().build_parser().parse_args(args))
+        from kiclip.train.trainer import Trainer
+
+        return Trainer(cfg, protocol, device_type).train()
+
+
+def train_to_end(args: list[str], *, log: Path, env_extra: dict[str, str] | None = None) -> None:
+    """``train.py ARGS`` run to a successful end, kiclip's log written to ``log``: in this
+    process with ``--device cpu``, else in a process of its own (DeepSpeed's accelerator is
+    chosen once per process)."""
+    if "--device" not in args or args[args.index("--device") + 1] != "cpu":
+        wait_ok(start_train(args, log=log, env_extra=env_extra), log)
+        return
+    handler = logging.FileHandler(log)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("kiclip")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    err = io.StringIO()
+    try:
+        with in_process_environment(**(env_extra or {})), contextlib.redirect_stderr(err):
+            code = train_script().main(args)
+    finally:
+        logger.setLevel(level)
+        logger.removeHandler(handler)
+        handler.close()
+    assert code == 0, f"train.py {' '.join(args)} exited {code}:\n{err.getvalue()[-3000:]}\n{tail(log)}"

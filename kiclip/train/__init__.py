@@ -1,1 +1,2 @@
-"""Training components: schedule, DeepSpeed set-up, checkpoints, metrics, the step module."""
+"""Training: start-up checks (startup), the Trainer (trainer), schedule, DeepSpeed set-up,
+checkpoints, metrics, the step module."""

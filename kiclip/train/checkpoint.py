@@ -1,9 +1,16 @@
-"""Run-directory layout and checkpoint files: atomic writes, last complete epoch, RNG state.
+"""Run-directory layout and the checkpoint contract: atomic writes, last complete epoch, and
+``save_checkpoint`` / ``load_checkpoint``, the one pair that saves and restores a run.
+
+What a checkpoint holds: the DeepSpeed engine's own state (weights, optimiser, scheduler), and
+the client state, one entry per ``Stateful`` part of the run (each owns its ``state_dict`` /
+``load_state_dict``): ``rng`` (``RngState``), ``templates`` (``TemplateSampler``) and
+``progress`` (``TrainProgress``: the epoch just completed and the optimiser steps done).
 
 Layout of a run directory::
 
     config.json                 the resolved TrainConfig
-    deepspeed/epoch_003/        DeepSpeed's sharded state (weights, optimiser, scheduler)
+    deepspeed/epoch_003/        DeepSpeed's sharded state (weights, optimiser, scheduler) and
+                                the client state (in mp_rank_00_model_states.pt)
     deepspeed/epoch_003/COMPLETE  written last: only such epochs are resumed from
     weights/epoch_003.pt        consolidated weights that evaluation reads without DeepSpeed
     losses.jsonl                one line per optimiser step (step, epoch, loss terms, lr, template)
@@ -17,8 +24,10 @@ import os
 import random
 import re
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -99,6 +108,86 @@ def discard_checkpoints(run_dir: str | Path) -> bool:
             shutil.rmtree(folder)
             found = True
     return found
+
+
+class Stateful(Protocol):
+    """A part of a run that checkpoints itself: ``load_state_dict(state_dict())`` restores it."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainProgress:
+    """Where the run is: ``epoch`` being trained (or just completed, when saved) and the
+    optimiser ``step``s done so far. A resume starts at ``epoch + 1``."""
+
+    epoch: int = 0
+    step: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+
+
+class RngState:
+    """The process's Python, NumPy, torch (and CUDA) generators, as one ``Stateful``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return rng_state()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_rng_state(state)
+
+
+def save_checkpoint(engine, run_dir: str | Path, epoch: int, stateful: Mapping[str, Stateful], *,
+                    config: dict, step: int) -> None:
+    """Checkpoint ``epoch``: every rank's DeepSpeed state with ``stateful``'s state dicts as
+    its client state, the consolidated weights (rank 0; ``config`` and ``step`` go with them,
+    for evaluation and averaging), then the COMPLETE marker, written last. Call on every rank.
+
+    The client state is taken before DeepSpeed writes anything, so it is the state at the end
+    of the epoch's last step.
+    """
+    client = {name: part.state_dict() for name, part in stateful.items()}
+    engine.save_checkpoint(str(ds_dir(run_dir)), tag=epoch_tag(epoch), client_state=client)
+    # All ranks: a collective under bf16. (ZeRO 3, whose parameters are partitioned, is refused
+    # at start-up.)
+    state = fp32_module_state(engine)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    if rank == 0:
+        atomic_torch_save({"model": state, "config": config, "epoch": epoch, "step": step},
+                          weights_path(run_dir, epoch))
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    if rank == 0:
+        mark_complete(run_dir, epoch)
+
+
+def load_checkpoint(engine, run_dir: str | Path, epoch: int, stateful: Mapping[str, Stateful]) -> None:
+    """Restore what ``save_checkpoint`` saved for ``epoch``: the engine's state, then each of
+    ``stateful`` from its entry in the client state. ValueError naming the checkpoint when an
+    entry is missing."""
+    folder = ds_dir(run_dir)
+    _, client = engine.load_checkpoint(str(folder), tag=epoch_tag(epoch))
+    client = _upgrade_client_state(client)
+    missing = [name for name in stateful if name not in client]
+    if missing:
+        raise ValueError(f"checkpoint {folder / epoch_tag(epoch)} holds no {', '.join(missing)} "
+                         f"state (it has: {', '.join(map(str, client))})")
+    for name, part in stateful.items():
+        part.load_state_dict(client[name])
+
+
+def _upgrade_client_state(client: dict | None) -> dict:
+    """Checkpoints written before ``TrainProgress`` kept its fields at the top level."""
+    client = dict(client or {})
+    if "progress" not in client and "step" in client and "epoch" in client:
+        client["progress"] = {"epoch": client["epoch"], "step": client["step"]}
+    return client
 
 
 def rng_state() -> dict[str, Any]:
