@@ -259,6 +259,9 @@ def _interrupt_deferred():
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread receives SIGINT (and may set its handler)
         return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield  # started with SIGINT ignored (nohup, a background job): nothing to defer
+        return
     caught: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:

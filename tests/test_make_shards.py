@@ -409,13 +409,32 @@ def test_ctrl_c_while_a_shard_is_finished_is_held_until_its_state_is_saved():
     import os
     import signal
 
-    done = []
-    with pytest.raises(KeyboardInterrupt):
+    # Python's own handler, whatever this test process inherited (a background job starts with
+    # SIGINT ignored).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with make_shards._interrupt_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                done.append("after the signal")
+        assert done == ["after the signal"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def test_an_ignored_ctrl_c_stays_ignored_while_a_shard_is_finished():
+    import os
+    import signal
+
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
         with make_shards._interrupt_deferred():
             os.kill(os.getpid(), signal.SIGINT)
-            done.append("after the signal")
-    assert done == ["after the signal"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tiny_synthetic, tmp_path):
@@ -430,8 +449,11 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tiny_synthetic, 
                "--classes", str(tiny_synthetic / "classes.json"), "--out", str(out),
                "--samples-per-shard", "2", "--transcode", "vp9", "--workers", "2",
                "--no-progress"]
+    # As from a terminal: SIGINT at its default even when this test runs in a background job
+    # (which starts its children with SIGINT ignored).
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not (out / "shard-000000.tar").exists() and proc.poll() is None:
         assert time.monotonic() < deadline, "no shard appeared"
