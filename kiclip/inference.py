@@ -29,8 +29,9 @@ from kiclip.config import (
 from kiclip.data.decode import DecodeError, decode_frames
 from kiclip.data.sampling import CLIP_MEAN, CLIP_STD, ClipSpec, plan_clip
 from kiclip.data.transforms import apply_plan
+from kiclip.files import file_problem
 from kiclip.model import VideoStudent, build_video_models, video_logits
-from kiclip.video_probe import VideoProbeError, file_problem, probe_video
+from kiclip.video_probe import VideoProbeError, probe_video
 from kiclip.weights import load_weights, student_state
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,6 @@ pulling in torch, and ``kiclip`` owns it so that kiclip never imports ``shard_to
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,21 +46,6 @@ class VideoInfo:
     def truncated(self) -> bool:
         """True when far fewer frames decode than the header promises (a cut-off file)."""
         return _is_truncated(self.promised, self.frames)
-
-
-def file_problem(path: str | os.PathLike, what: str = "video") -> str | None:
-    """Why `path` cannot be an input file — does not exist, is a directory, is empty — or
-    None when it is a non-empty regular file. The sentence names the file."""
-    path = Path(path)
-    if not path.exists():
-        return f"{what} {path} does not exist"
-    if path.is_dir():
-        return f"{what} {path} is a directory, not a file"
-    if not path.is_file():
-        return f"{what} {path} is not a regular file"
-    if path.stat().st_size == 0:
-        return f"{what} {path} is an empty file (0 bytes)"
-    return None
 
 
 def probe_video(path: Path, decode_all: bool = True, allow_truncated: bool = False,

@@ -16,6 +16,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from kiclip.files import file_problem
+
 WEIGHTS_HINT = "train.py writes RUN/weights/epoch_NNN.pt; average_weights.py writes RUN/averaged.pt"
 
 # torch.save writes a zip archive; files from torch < 1.6 (or _use_new_zipfile_serialization=
@@ -28,16 +30,7 @@ STUDENT_PREFIX = "student."
 def weights_file_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be a weights file, seen without opening it (missing, a directory,
     not a regular file, empty), as a sentence naming the file; None when it may be one."""
-    path = Path(path)
-    if not path.exists():
-        return f"checkpoint {path} does not exist ({WEIGHTS_HINT})"
-    if path.is_dir():
-        return f"checkpoint {path} is a directory, not a weights file ({WEIGHTS_HINT})"
-    if not path.is_file():
-        return f"checkpoint {path} is not a regular file"
-    if path.stat().st_size == 0:
-        return f"checkpoint {path} is an empty file (0 bytes)"
-    return None
+    return file_problem(path, "checkpoint", kind="weights file", hint=WEIGHTS_HINT)
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, Any]:

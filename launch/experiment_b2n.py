@@ -302,7 +302,7 @@ def run_lr_sweep(s: ExperimentSettings, lrs: list[float], work: Path, jobs: int 
     return {"teacher": teacher_runs, "by_lr": by_lr, "wall": wall}
 
 
-PREAMBLE = """# Science check: forgetting, distillation and knowledge injection (issue 6)
+PREAMBLE = """# Science check: forgetting, distillation and knowledge injection
 
 **What is tested.** A tiny CLIP (`kiclip-tiny`) is pre-trained contrastively on single frames
 of a synthetic world (`launch/pretrain_teacher.py`: 4 colours × 3 shapes × 4 motion

@@ -112,7 +112,7 @@ def _numbers_only(value) -> bool:
 def input_problems(args) -> str | None:
     """The first bad --video / --checkpoint / number, found without importing torch (so a
     typo is answered at once); None when they look usable."""
-    from kiclip.video_probe import file_problem
+    from kiclip.files import file_problem
     from kiclip.weights import weights_file_problem
 
     if args.top_k < 1 or args.views < 1:

@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from kiclip.eigencam import parse_layers
+    from kiclip.files import file_problem
     from kiclip.inference import VideoReadError, load_checkpoint_model
-    from kiclip.video_probe import file_problem
     from kiclip.weights import weights_file_problem
 
     def fail(code: int, message: str) -> int:
