@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from train_fixtures import EVALUATE, process_env, run_train
+from train_fixtures import EVALUATE, process_env, train_main
 
 
 def test_cross_dataset_train_then_evaluate(b2n_shards, tmp_path):
@@ -20,19 +20,19 @@ def test_cross_dataset_train_then_evaluate(b2n_shards, tmp_path):
     (target / "test_split1").symlink_to(b2n_shards / "base_test")
     run = tmp_path / "run"
 
-    proc = run_train(["--cross-dataset", "--data", str(data), "--output", str(run), "--model", "kiclip-tiny",
-                      "--image-size", "32", "--stride", "2", "--num-frames", "4", "--max-steps", "3",
-                      "--epochs", "1", "--lr", "1e-4"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, err = train_main(["--cross-dataset", "--data", str(data), "--output", str(run), "--model",
+                            "kiclip-tiny", "--image-size", "32", "--stride", "2", "--num-frames", "4",
+                            "--max-steps", "3", "--epochs", "1", "--lr", "1e-4", "--device", "cpu"])
+    assert code == 0, err[-3000:]
     config = json.loads((run / "config.json").read_text())
     assert config["mode"] == "cross" and config["optim"]["epochs"] == 1
     assert len((run / "losses.jsonl").read_text().splitlines()) == 3
 
     # --max-steps stops before the epoch's checkpoint: run one full (short) epoch instead.
-    proc = run_train(["--cross-dataset", "--data", str(data), "--output", str(run), "--model", "kiclip-tiny",
-                      "--image-size", "32", "--stride", "2", "--num-frames", "4", "--epochs", "1",
-                      "--batch-size", "16", "--no-resume"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, err = train_main(["--cross-dataset", "--data", str(data), "--output", str(run), "--model",
+                            "kiclip-tiny", "--image-size", "32", "--stride", "2", "--num-frames", "4",
+                            "--epochs", "1", "--batch-size", "16", "--no-resume", "--device", "cpu"])
+    assert code == 0, err[-3000:]
     summary = json.loads((run / "summary.json").read_text())
     assert "test_top1" in summary  # the end-of-run evaluation used DATA/test
 

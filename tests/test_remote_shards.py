@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_test_video
-from train_fixtures import EVALUATE, FAST, process_env, run_train
+from train_fixtures import EVALUATE, FAST, process_env, train_main
 
 from kiclip import remote
 from kiclip.layout import resolve_protocol
@@ -279,10 +279,10 @@ def test_inspect_shards_reads_a_url_and_names_a_corrupt_shard(served, tmp_path, 
 
 def test_train_py_stops_with_the_corrupt_shards_name(served, tmp_path):
     served.corrupt.add("train_split1/shard-000002.tar")
-    proc = run_train([*FAST, "--data", served.url, "--output", str(tmp_path / "run"),
-                      "--cache-dir", str(tmp_path / "cache")], timeout=120)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "shard-000002.tar" in proc.stderr and "corrupt" in proc.stderr
+    code, err = train_main([*FAST, "--data", served.url, "--output", str(tmp_path / "run"),
+                      "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2, err[-3000:]
+    assert "shard-000002.tar" in err and "corrupt" in err
 
 
 def test_evaluate_py_stages_the_test_folders(served, tmp_path):
@@ -305,9 +305,9 @@ def test_training_reads_shards_over_http(b2n_shards, tmp_path):
     server = ShardServer(b2n_shards)
     try:
         out = tmp_path / "run"
-        proc = run_train([*FAST, "--data", server.url, "--output", str(out), "--max-steps", "2",
-                          "--cache-dir", str(tmp_path / "cache"), "--workers", "0"], timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        code, err = train_main([*FAST, "--data", server.url, "--output", str(out), "--max-steps", "2",
+                          "--cache-dir", str(tmp_path / "cache"), "--workers", "0"])
+        assert code == 0, err[-3000:]
         assert any(p.startswith("train_split1/shard-") for p in server.requests)
         assert len((out / "losses.jsonl").read_text().splitlines()) == 2
     finally:
@@ -392,20 +392,21 @@ def test_evaluate_py_stream_fetches_only_the_manifests(served, tmp_path):
 
 
 def test_train_py_stream_refuses_dali(served, tmp_path):
-    proc = run_train([*FAST, "--data", served.url, "--output", str(tmp_path / "run"), "--stream",
-                      "--loader", "dali", "--cache-dir", str(tmp_path / "cache")], timeout=120)
-    assert proc.returncode == 2 and "--stream reads tars with the torch loader" in proc.stderr
+    code, err = train_main([*FAST, "--data", served.url, "--output", str(tmp_path / "run"), "--stream",
+                      "--loader", "dali", "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and "--stream reads tars with the torch loader" in err
 
 
 @pytest.mark.slow
-def test_training_streams_shards_over_http(b2n_shards, tmp_path):
+def test_training_streams_shards_over_http(b2n_shards, tmp_path, caplog):
+    caplog.set_level("INFO", logger="kiclip")
     server = ShardServer(b2n_shards)
     try:
         out, cache = tmp_path / "run", tmp_path / "cache"
-        proc = run_train([*FAST, "--data", server.url, "--output", str(out), "--max-steps", "2",
-                          "--cache-dir", str(cache), "--workers", "0", "--stream"], timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "loader backend torch" in proc.stderr
+        code, err = train_main([*FAST, "--data", server.url, "--output", str(out), "--max-steps", "2",
+                          "--cache-dir", str(cache), "--workers", "0", "--stream"])
+        assert code == 0, err[-3000:]
+        assert "loader backend torch" in caplog.text
         assert any(p.startswith("train_split1/shard-") for p in _tar_requests(server))
         assert not list(cache.rglob("*.tar"))
         assert len((out / "losses.jsonl").read_text().splitlines()) == 2
@@ -421,7 +422,7 @@ def test_pipe_url_streams(shard_folder):
 @pytest.mark.slow
 def test_train_py_stream_stops_with_the_corrupt_shards_name(served, tmp_path):
     served.corrupt.add("train_split1/shard-000002.tar")
-    proc = run_train([*FAST, "--data", served.url, "--output", str(tmp_path / "run"), "--stream",
-                      "--workers", "0", "--cache-dir", str(tmp_path / "cache")], timeout=240)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "shard-000002.tar streamed from" in proc.stderr and "is corrupt" in proc.stderr
+    code, err = train_main([*FAST, "--data", served.url, "--output", str(tmp_path / "run"), "--stream",
+                      "--workers", "0", "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2, err[-3000:]
+    assert "shard-000002.tar streamed from" in err and "is corrupt" in err
