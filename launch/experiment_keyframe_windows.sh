@@ -9,7 +9,7 @@
 # stride 8: the GOP divides the stride, so with key-frame windows every sampled frame is a key
 # frame. Per seed, two runs that differ only in data.keyframe_windows, each averaged and tested
 # on the held-out videos. Finished runs are reused. Prints Base / Novel / HM per seed and arm,
-# and the mean paired HM difference. ≈ 6 min per seed on 2 CPU cores.
+# and the mean paired HM difference. ≈ 33 min for 5 seeds on 2 CPU cores.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-runs/keyframe_windows}"
