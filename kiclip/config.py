@@ -41,16 +41,18 @@ class DataConfig:
     num_workers: int = 2           # DataLoader workers / DALI threads
     flip: bool = True              # train-time random horizontal flip (False: left/right labels)
     shuffle: bool = True           # train order shuffled per epoch; False keeps the stored order
-    keyframe_windows: bool = False  # clip windows start on key frames (docs/data_plane.md)
+    keyframe_windows: bool = True  # clip windows start on key frames (docs/data_plane.md)
     allow_mismatch: bool = False   # accept shards whose manifest names another dataset than --b2n
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> DataConfig:
         """The section as a checkpoint or config.json saved it (also before ``data`` was
-        renamed ``root``)."""
+        renamed ``root``). A saved ``keyframe_windows`` is kept; a config saved before the
+        option existed was trained with uniform windows, so it gets False, not the default."""
         saved = dict(saved)
         if "data" in saved:
             saved["root"] = saved.pop("data")
+        saved.setdefault("keyframe_windows", False)
         return cls(**saved)
 
     def clip_spec(self) -> ClipSpec:

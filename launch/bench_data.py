@@ -19,10 +19,16 @@ the last wanted frame, PyAV's output for the fallback, every frame for (c)) and
 ``bytes_per_clip`` (bytes the loader read: a sample's members for DALI, everything a worker
 streams from the tars for the fallback, the file for (c)); ``shard_bytes_per_clip`` is what a
 sample costs in storage. The last line is JSON: these per loader and the clips/s ratios to (c).
+
+(a) and (b) cut key-frame windows (``--keyframe-windows``, the default, as training does: each
+window start moved to the nearest key frame that fits, so with a GOP dividing the stride every
+wanted frame is a key frame); (c) stays the reference's uniform windows. ``--no-keyframe-windows``
+gives (a) and (b) uniform windows too.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -157,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loaders", default="dali,torch,reference",
                    help="comma list of loaders to run")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--keyframe-windows", action=argparse.BooleanOptionalAction, default=True,
+                   help="(a) and (b) start clip windows on key frames, as training does by "
+                        "default (data.keyframe_windows); (c) always uses uniform windows")
     return p
 
 
@@ -240,7 +249,7 @@ def summary_json(results: dict, shards, args, device: str, videos: int) -> dict:
         "runs": {k: v["runs"] for k, v in results.items()},
         "spec": {"frames": args.frames, "stride": args.stride, "image_size": args.image_size,
                  "batch_size": args.batch_size, "workers": args.workers, "device": device,
-                 "videos": videos},
+                 "videos": videos, "keyframe_windows": args.keyframe_windows},
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                    f"load average {os.getloadavg()[0]:.1f}",
     }
@@ -251,15 +260,17 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[bench_data] %(message)s")
 
     spec = ClipSpec(num_frames=args.frames, stride=args.stride, image_size=args.image_size)
+    shard_spec = dataclasses.replace(spec, keyframe_windows=args.keyframe_windows)
     shards = open_shards(args.shards)
     rows = read_list(args.list, args.video_root)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     log.info("%d samples in shards, %d videos in the list; T=%d s=%d S=%d, batch %d, %d workers, "
-             "device %s", len(shards), len(rows), args.frames, args.stride, args.image_size,
-             args.batch_size, args.workers, device)
+             "device %s, key-frame windows %s", len(shards), len(rows), args.frames, args.stride,
+             args.image_size, args.batch_size, args.workers, device,
+             "on" if args.keyframe_windows else "off")
 
-    makers = {"dali": lambda: shard_loader(shards, spec, "dali", args, device),
-              "torch": lambda: shard_loader(shards, spec, "torch", args, device),
+    makers = {"dali": lambda: shard_loader(shards, shard_spec, "dali", args, device),
+              "torch": lambda: shard_loader(shards, shard_spec, "torch", args, device),
               "reference": lambda: reference_loader(rows, spec, args)}
     loaders, work = {}, {}
     for name in args.loaders.split(","):

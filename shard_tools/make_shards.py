@@ -566,8 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcode", choices=["copy", *sorted(CODECS)], default=d.transcode,
                    help="copy: store the files as they are; vp9: re-encode for training, read "
                         "by DALI on CPU and (NVDEC permitting) on GPU and by the fallback "
-                        "(recommended: `--transcode vp9 --gop 4`, both for CPU and GPU "
-                        "decoding); mjpeg: all key frames, ~4x the bytes of vp9 at GOP 4; "
+                        "(recommended: `--transcode vp9`, at the default --gop, for CPU and GPU "
+                        "decoding); mjpeg: all key frames, ~7x the bytes of vp9 at GOP 8; "
                         "h264: for GPU-only runs (DALI's CPU decoder cannot read it, and the "
                         "fallback decodes it from the first frame). Measured trade-offs: "
                         "docs/data_plane.md")
@@ -575,11 +575,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when transcoding, downscale so the shorter edge is at most this "
                         f"(0 keeps the size; else at least {MIN_SHORT_SIDE})")
     p.add_argument("--gop", type=positive_int, default=d.gop,
-                   help="when transcoding, a key frame every N frames. Both loaders decode "
-                        "VP9 from the key frame before each wanted frame, so an 8-frame clip at "
-                        "stride 16 costs about 8*(N+1)/2 decoded frames (4: 20, 8: 36, 16: 68) "
-                        "while the bytes shrink as N grows (4: ~2.7x, 8: ~1.9x long-GOP VP9 at "
-                        "the same quality); 4 is the measured compromise (docs/data_plane.md)")
+                   help="when transcoding, a key frame every N frames. Choose 8 (the default) "
+                        "to train with key-frame windows (data.keyframe_windows, on by "
+                        "default), on GPU and CPU: every wanted frame of an 8-frame clip at "
+                        "stride 16 is then a key frame, so a clip decodes 8 frames, at ~1.9x "
+                        "the bytes of long-GOP VP9 at the same quality. Choose 4 to train with "
+                        "uniform windows (`--set data.keyframe_windows=false`): a clip then "
+                        "costs about 8*(N+1)/2 decoded frames (4: 20, 8: 36, 16: 68), at "
+                        "~2.7x the bytes. Measured trade-offs: docs/data_plane.md")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the order samples are written in (rows are shuffled, so a "
                         "class-sorted list does not give single-class shards)")

@@ -62,11 +62,12 @@ CODECS: dict[str, Codec] = {
 DEFAULT_CODEC = "mjpeg"
 
 # The key-frame interval make_shards and make_synthetic write. Both loaders decode from the key
-# frame before each wanted frame, so a clip of T frames spread wider than the GOP costs about
-# T·(GOP+1)/2 decoded frames; shorter GOPs cost storage instead. 4 is the measured compromise
-# (docs/data_plane.md "Choosing the training transcode"): 20 frames per 8×16 clip at 2.7× the
-# bytes of long-GOP VP9 at the same PSNR.
-DEFAULT_GOP = 4
+# frame before each wanted frame; with key-frame windows (data.keyframe_windows, the default) a
+# GOP dividing the stride puts every wanted frame on a key frame, so an 8×16 clip decodes 8
+# frames, and 8 is the longest such GOP whose bytes stay within 2× long-GOP VP9 at the same PSNR
+# (1.9×; docs/data_plane.md "Choosing the training transcode"). Uniform windows would cost
+# about T·(GOP+1)/2 = 36 frames per clip at GOP 8: train with them on GOP 4 shards instead.
+DEFAULT_GOP = 8
 
 # Codec names (as PyAV reports them) that DALI 2.4's CPU decoder reads.
 DALI_CPU_CODECS = frozenset({"mjpeg", "vp8", "vp9"})

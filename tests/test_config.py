@@ -40,9 +40,11 @@ def test_layers_later_ones_win(tmp_path):
     assert parse("--cross-dataset").mode == "cross"
 
 
-def test_keyframe_windows_are_off_unless_asked():
-    assert all(parse("--b2n", name).data.keyframe_windows is False for name in B2N_PRESETS)
-    assert parse("--b2n", "k400", "--set", "data.keyframe_windows=true").data.keyframe_windows
+def test_keyframe_windows_are_on_unless_turned_off():
+    assert all(parse("--b2n", name).data.keyframe_windows is True for name in B2N_PRESETS)
+    assert parse("--b2n", "k400").data.clip_spec().keyframe_windows is True
+    off = parse("--b2n", "k400", "--set", "data.keyframe_windows=false")
+    assert off.data.keyframe_windows is False and off.data.clip_spec().keyframe_windows is False
 
 
 @pytest.mark.parametrize("argv, field", [
@@ -108,17 +110,28 @@ def test_every_flag_sets_the_field_its_help_names(tmp_path):
 def test_data_config_builds_the_loader_spec():
     pytest.importorskip("torch")
     cfg = parse("--b2n", "ssv2", "--batch-size", "5", "--loader", "torch", "--workers", "3",
-                "--set", "data.eval_batch_size=7", "--set", "data.keyframe_windows=true")
+                "--set", "data.eval_batch_size=7", "--set", "data.keyframe_windows=false")
     train, test = cfg.data.loader_spec("train"), cfg.data.loader_spec("test")
     assert (train.mode, train.batch_size, train.backend, train.num_workers) == ("train", 5, "torch", 3)
     assert (test.mode, test.batch_size) == ("test", 7)
     assert train.clip == test.clip == cfg.data.clip_spec()
     assert (train.clip.num_frames, train.clip.stride, train.clip.image_size) == (8, 16, 224)
-    assert train.clip.flip is False and train.clip.keyframe_windows is True  # ssv2: no flip
+    assert train.clip.flip is False and train.clip.keyframe_windows is False  # ssv2: no flip
 
 
 def test_saved_data_section_with_the_old_field_name_loads():
-    assert DataConfig.from_dict({"data": "shards", "split": 2}) == DataConfig(root="shards", split=2)
+    assert DataConfig.from_dict({"data": "shards", "split": 2}) == DataConfig(
+        root="shards", split=2, keyframe_windows=False)
+
+
+@pytest.mark.parametrize("saved, expected", [
+    ({"keyframe_windows": False}, False),  # a run that turned them off keeps them off
+    ({"keyframe_windows": True}, True),
+    ({}, False),  # saved before the option existed: trained with uniform windows
+])
+def test_saved_keyframe_windows_are_kept(saved, expected):
+    assert DataConfig.from_dict({"root": "shards", **saved}).keyframe_windows is expected
+    assert DataConfig().keyframe_windows is True  # what a new run gets
 
 
 def test_default_model_is_the_factorys():

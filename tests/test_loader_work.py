@@ -99,29 +99,51 @@ def test_fallback_workers_send_their_counts_to_the_main_process(gop_shards):
     assert SAMPLES * member_bytes(shards) <= loader.bytes_read <= 2 * SAMPLES * member_bytes(shards)
 
 
-def test_bench_data_reports_work_per_clip(gop_shards, tmp_path, capsys):
-    from launch import bench_data
-
-    root = tmp_path / "videos"
-    root.mkdir()
-    video = open_shards(gop_shards["indexed"]).samples[0]
+def bench_data_list(shards: Path, folder: Path) -> tuple[Path, Path, bytes]:
+    """(list file, video root, video bytes): the shards' video as SAMPLES files for loader (c)."""
+    root = folder / "videos"
+    root.mkdir(parents=True)
+    video = open_shards(shards).samples[0]
     with open(video.tar, "rb") as f:
         f.seek(video.video[0])
         data = f.read(video.video[1])
     for i in range(SAMPLES):
         (root / f"v{i}.webm").write_bytes(data)
-    (tmp_path / "list.csv").write_text("".join(f"v{i}.webm,{i % 2}\n" for i in range(SAMPLES)))
-    assert bench_data.main(["--shards", str(gop_shards["indexed"]), "--list",
-                            str(tmp_path / "list.csv"), "--video-root", str(root), "--runs", "1",
-                            "--loaders", "torch,reference", "--workers", "0", "--batch-size", "2",
-                            "--frames", "4", "--stride", "6", "--image-size", "32"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (folder / "list.csv").write_text("".join(f"v{i}.webm,{i % 2}\n" for i in range(SAMPLES)))
+    return folder / "list.csv", root, data
+
+
+def run_bench_data(shards: Path, folder: Path, capsys, *flags: str) -> tuple[dict, bytes]:
+    from launch import bench_data
+
+    rows, root, data = bench_data_list(shards, folder)
+    assert bench_data.main(["--shards", str(shards), "--list", str(rows), "--video-root", str(root),
+                            "--runs", "1", "--loaders", "torch,reference", "--workers", "0",
+                            "--batch-size", "2", "--frames", "4", "--image-size", "32",
+                            *flags]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1]), data
+
+
+def test_bench_data_reports_work_per_clip(gop_shards, tmp_path, capsys):
+    summary, data = run_bench_data(gop_shards["indexed"], tmp_path, capsys, "--stride", "6")
     assert summary["decoded_frames_per_clip"]["reference"] == 40  # it decodes every frame
     assert 4 <= summary["decoded_frames_per_clip"]["torch"] < 40
     assert summary["bytes_per_clip"]["reference"] == len(data)
     assert set(summary["ratio_to_reference"]) == {"torch", "reference"}
     assert summary["shard_bytes_per_clip"] > len(data)
     assert np.isfinite(summary["clips_per_s"]["torch"])
+
+
+def test_bench_data_cuts_key_frame_windows_unless_told_not_to(gop_shards, tmp_path, capsys):
+    stride = ["--stride", str(GOP)]  # the GOP divides the stride
+    aligned, _ = run_bench_data(gop_shards["indexed"], tmp_path / "on", capsys, *stride)
+    uniform, _ = run_bench_data(gop_shards["indexed"], tmp_path / "off", capsys, *stride,
+                                "--no-keyframe-windows")
+    assert aligned["spec"]["keyframe_windows"] is True
+    assert uniform["spec"]["keyframe_windows"] is False
+    assert aligned["decoded_frames_per_clip"]["torch"] == 4  # every wanted frame a key frame
+    assert uniform["decoded_frames_per_clip"]["torch"] > 4
+    assert aligned["decoded_frames_per_clip"]["reference"] == 40  # (c) stays the baseline
 
 
 def test_bench_planner_times_both_planner_paths(gop_shards, capsys):

@@ -10,13 +10,14 @@ videos (the last frame repeats); its short side is jittered in [S, S·256/224], 
 S×S crop and a random horizontal flip. Test takes V windows whose starts are spread evenly over
 the video, short side S and a centre crop.
 
-Key-frame windows (``ClipSpec.keyframe_windows``, off by default; our choice, not the
-reference's): each window start drawn as above is moved to the nearest key frame that still
-lets the window fit, so with a key-frame interval that divides the stride every wanted frame is
-a key frame and a clip decodes exactly T frames. Nearest (not "at or before", not "uniform over
-key frames") because it moves each start the least — at most half a GOP — which makes the
-aligned start distribution the one closest to the uniform one among those on key frames, and
-it consumes the same random draws, so resize, crop and flip are those of the unaligned plan.
+Key-frame windows (``ClipSpec.keyframe_windows``; off in a bare ClipSpec, on by default in
+training through ``DataConfig.keyframe_windows``; our choice, not the reference's): each
+window start drawn as above is moved to the nearest key frame that still lets the window fit,
+so with a key-frame interval that divides the stride every wanted frame is a key frame and a
+clip decodes exactly T frames. Nearest (not "at or before", not "uniform over key frames")
+because it moves each start the least — at most half a GOP — which makes the aligned start
+distribution the one closest to the uniform one among those on key frames, and it consumes the
+same random draws, so resize, crop and flip are those of the unaligned plan.
 """
 from __future__ import annotations
 
