@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kiclip.device import DEVICE_HELP, DEVICES
+
 if TYPE_CHECKING:  # kiclip.data imports torch, which --help does not need
     from kiclip.data import ClipSpec, LoaderSpec
 
@@ -151,7 +153,7 @@ class TrainConfig:
             (self.loss.distill_weight >= 0, "loss.distill_weight", "must be >= 0"),
             (self.run.zero_stage in (0, 1, 2), "run.zero_stage",
              "must be 0, 1 or 2" + (f"; {ZERO3_REFUSAL}" if self.run.zero_stage == 3 else "")),
-            (self.run.device in ("auto", "cpu", "cuda"), "run.device", "must be auto, cpu or cuda"),
+            (self.run.device in DEVICES, "run.device", "must be auto, cpu or cuda"),
             (self.run.precision in ("auto", "bf16", "fp32"), "run.precision", "must be auto, bf16 or fp32"),
         ]
         for ok, name, why in checks:
@@ -341,10 +343,7 @@ def _field_flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
         parser.add_argument("--seed", type=int),
         parser.add_argument("--zero-stage", type=int, help="DeepSpeed ZeRO stage 0, 1 or 2 "
                             "(default 2; 3 is refused, see docs/training.md)"),
-        parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
-                            help="auto (default): CUDA when torch can use it, else CPU with a "
-                            "warning if the driver sees a GPU that torch cannot use; cuda: fail "
-                            "(exit 2) instead"),
+        parser.add_argument("--device", choices=DEVICES, help=DEVICE_HELP),
         parser.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                             help="auto (default): bf16 on CUDA, fp32 on CPU. bf16 keeps fp32 master "
                             "weights, logits and losses (docs/model.md §9). No fp16: DeepSpeed "

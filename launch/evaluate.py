@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 from kiclip.config import B2N_PRESETS, ConfigError, preset_table
+from kiclip.device import DeviceError, add_device_argument, choose_device_type
 from kiclip.layout import prompt_record, read_shard_set
 from kiclip.remote import localize_protocol
 from kiclip.train.startup import load_protocol
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--views", type=int, default=3, help="temporal views per video (default 3)")
     parser.add_argument("--batch-size", type=int, help="clips per batch (default: the run's eval batch)")
     parser.add_argument("--loader", choices=("auto", "dali", "torch"), help="data loader backend")
+    add_device_argument(parser)
     parser.add_argument("--output", help="folder for results.json / results.md (default: beside the checkpoint)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--allow-dataset-mismatch", action="store_true",
@@ -76,22 +78,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        # Before staging a --data URL: that can download gigabytes.
+        device_type = choose_device_type(args.device)
         spaces = _label_spaces(args)
         for path in args.checkpoint or []:
             problem = weights_file_problem(path)
             if problem:
                 raise ConfigError(problem)
-    except ConfigError as err:
+    except (ConfigError, DeviceError) as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
-    from kiclip.data.codecs import UnsupportedCodecError
+    from kiclip.data.codecs import DaliNotInstalledError, UnsupportedCodecError
     from kiclip.evaluation import summarise_metrics
 
     try:
-        runs = [_evaluate_one(args, source, spaces)
+        runs = [_evaluate_one(args, source, spaces, device_type)
                 for source in (args.checkpoint or ["frozen-clip"])]
-    # a --checkpoint that is not a kiclip weights file, or shards no decoder here can read
-    except (ConfigError, UnsupportedCodecError) as err:
+    # a --checkpoint that is not a kiclip weights file, shards no decoder here can read, or
+    # --loader dali without DALI
+    except (ConfigError, UnsupportedCodecError, DaliNotInstalledError) as err:
         print(f"evaluate.py: error: {err}", file=sys.stderr)
         return 2
     metrics = ["base", "novel", "hm"] if args.b2n else list(spaces)
@@ -119,7 +124,7 @@ def _label_spaces(args) -> dict:
     return spaces
 
 
-def _evaluate_one(args, source: str, spaces: dict) -> dict:
+def _evaluate_one(args, source: str, spaces: dict, device_type: str) -> dict:
     import torch
 
     from kiclip.evaluation import evaluate_label_space, harmonic_mean
@@ -141,7 +146,7 @@ def _evaluate_one(args, source: str, spaces: dict) -> dict:
         cfg.data.eval_batch_size = args.batch_size
     if args.loader:
         cfg.data.backend = args.loader
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device_type)
     if device.type == "cpu":
         configure_cpu_threads(cfg.data.num_workers)
     student.to(device)

@@ -26,8 +26,8 @@ A video cut short (its header promises more frames than decode) is used up to it
 decodable frame, with a warning; the reported frame indices all exist.
 
 Exit status: 0 ok; 2 bad arguments (video/checkpoint missing, a directory or empty; missing
-classes file, empty class list); 1 the video or checkpoint cannot be read (the message says
-what is wrong with it).
+classes file, empty class list; --device cuda without a usable GPU); 1 the video or checkpoint
+cannot be read (the message says what is wrong with it).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+from kiclip.device import DeviceError, add_device_argument, choose_device_type
 
 log = logging.getLogger("kiclip.predict")
 
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
     parser.add_argument("--views", type=int, default=3, help="temporal views, logits summed (default 3)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_device_argument(parser)
     return parser
 
 
@@ -135,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     problem = input_problems(args)
     if problem:
         return fail(2, problem)
-    # torch, open_clip and the model code load only now: --help and the checks above stay fast.
+    try:  # before minutes of model loading
+        device_type = choose_device_type(args.device)
+    except DeviceError as err:
+        return fail(2, str(err))
+    # open_clip and the model code load only now: --help and the checks above stay fast.
     from kiclip.inference import (
         VideoReadError,
         frozen_clip_model,
@@ -156,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             model = load_checkpoint_model(args.checkpoint)
     except Exception as err:  # noqa: BLE001 - torch.load raises many types for a bad file
         return fail(1, f"cannot load the model: {err}")
-    import torch
-
-    model.student.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.student.to(device_type)
     try:
         result = predict(model, args.video, class_names, args.top_k, args.views)
     except VideoReadError as err:

@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Imports torch: not for --help.
-    from kiclip.data.codecs import UnsupportedCodecError
+    from kiclip.data.codecs import DaliNotInstalledError, UnsupportedCodecError
+    from kiclip.device import DeviceError
     from kiclip.remote import RemoteDataError
-    from kiclip.train.distributed import DeviceError
     from kiclip.train.startup import prepare_run
     from kiclip.train.trainer import Trainer
 
@@ -68,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         Trainer(cfg, protocol, device_type).train()
     except FloatingPointError as err:  # every rank raises it at the same step (all_ranks_finite)
         return _error(err, 1)
-    # More ranks on this host than GPUs; a codec no loader here reads (found before the first
-    # batch, on every rank alike); a streamed tar that cannot be fetched or is corrupt.
-    except (DeviceError, UnsupportedCodecError, RemoteDataError) as err:
+    # More ranks on this host than GPUs; a codec no loader here reads, or --loader dali without
+    # DALI (found before the first batch, on every rank alike); a streamed tar that cannot be
+    # fetched or is corrupt.
+    except (DeviceError, UnsupportedCodecError, DaliNotInstalledError, RemoteDataError) as err:
         return _error(err, 2)
     return 0
 

@@ -20,7 +20,7 @@ each layer.
 fewer (e.g. the 4-layer kiclip-tiny) shows all its layers instead.
 
 Exit status: 0 ok; 2 bad arguments (video/checkpoint missing, a directory or empty; bad
---layers/--frame);
+--layers/--frame; --device cuda without a usable GPU);
 1 the video or checkpoint exists but cannot be read.
 """
 
@@ -30,6 +30,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from kiclip.device import DeviceError, add_device_argument, choose_device_type
 
 log = logging.getLogger("kiclip.visualize")
 
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="eigencam_grid.png", help="PNG to write (default eigencam_grid.png)")
     parser.add_argument("--layers", help='1-based layers, e.g. "6-12" or "6,9,12" (default: after the 5th)')
     parser.add_argument("--frame", type=int, help="which of the clip's T frames to show (0-based; default T//2)")
+    add_device_argument(parser)
     return parser
 
 
@@ -129,15 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     for problem in (file_problem(args.video, "video"), weights_file_problem(args.checkpoint)):
         if problem:
             return fail(2, problem)
+    try:  # before the model is loaded
+        device_type = choose_device_type(args.device)
+    except DeviceError as err:
+        return fail(2, str(err))
     try:
         model = load_checkpoint_model(args.checkpoint)
     except ValueError as err:  # load_weights names the file and what is wrong with it
         return fail(1, str(err))
     except Exception as err:  # noqa: BLE001 - building the model from a damaged config
         return fail(1, f"cannot load checkpoint {args.checkpoint}: {err}")
-    import torch
-
-    model.student.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.student.to(device_type)
     num_layers = len(model.student.clip.visual.transformer.resblocks)
     try:
         layers = parse_layers(args.layers, num_layers) if args.layers else None

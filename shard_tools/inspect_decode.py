@@ -56,7 +56,14 @@ def decode_option_problem(args: argparse.Namespace) -> str | None:
 def run_decode(args: argparse.Namespace) -> int:
     """Decode ``args.decode`` videos from ``args.directory``; print JSON lines; 0 on success,
     2 when the loader cannot read the shards' codecs (or DALI is missing for --loader dali)."""
-    from kiclip.data import ClipSpec, LoaderSpec, UnsupportedCodecError, build_loader, open_shards
+    from kiclip.data import (
+        ClipSpec,
+        DaliNotInstalledError,
+        LoaderSpec,
+        UnsupportedCodecError,
+        build_loader,
+        open_shards,
+    )
     from kiclip.data.preview import class_names, first_video_clips, write_sheet
 
     clip = ClipSpec(num_frames=args.num_frames, stride=args.stride, image_size=args.image_size,
@@ -65,7 +72,7 @@ def run_decode(args: argparse.Namespace) -> int:
                       backend=args.loader, num_workers=1, shuffle=False)
     try:
         loader = build_loader(open_shards(args.directory), spec, seed=args.seed, device="cpu")
-    except (UnsupportedCodecError, ImportError) as err:
+    except (UnsupportedCodecError, DaliNotInstalledError) as err:
         log.error("%s", err)
         return 2
     loader.set_epoch(args.epoch)

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from kiclip.data import codecs
-from kiclip.data.codecs import UnsupportedCodecError, choose_backend
+from kiclip.data.codecs import DaliNotInstalledError, UnsupportedCodecError, choose_backend
 
 
 def decide(requested, shard_codecs, device, *, gpu=(), cpu=("vp8", "vp9", "mjpeg"),
@@ -69,8 +69,9 @@ def test_a_codec_nothing_reads_names_it_and_the_fix():
 def test_without_dali():
     choice, asked = decide("auto", ["vp9"], "cpu", dali=False)
     assert choice.name == "torch" and asked == []
-    with pytest.raises(ImportError, match="DALI"):
+    with pytest.raises(DaliNotInstalledError) as err:
         decide("dali", ["vp9"], "cpu", dali=False)
+    assert "pip install -e '.[dali]'" in str(err.value) and "--loader torch" in str(err.value)
     choice, asked = decide("torch", ["vp9"], "cuda", gpu=("vp9",))
     assert choice.name == "torch" and asked == []  # the fallback was asked for
 

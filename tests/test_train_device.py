@@ -13,8 +13,9 @@ import pytest
 import torch
 from train_fixtures import FAST, train_main
 
-from kiclip.train import distributed
-from kiclip.train.distributed import DeviceError, choose_device_type, cuda_device_for_local_rank
+from kiclip import device
+from kiclip.device import DeviceError, choose_device_type
+from kiclip.train.distributed import cuda_device_for_local_rank
 
 LISTING = "GPU 0: NVIDIA H200 (UUID: GPU-00000000-0000-0000-0000-000000000000)"
 DRIVER_DOWN = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
@@ -37,7 +38,7 @@ def no_cuda(monkeypatch):
 
 def test_auto_warns_when_the_driver_lists_a_gpu_torch_cannot_use(no_cuda, monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", LISTING))
-    with caplog.at_level(logging.WARNING, logger="kiclip.train"):
+    with caplog.at_level(logging.WARNING, logger="kiclip.device"):
         assert choose_device_type("auto") == "cpu"
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert "nvidia-smi lists a GPU but torch.cuda.is_available() is False" in warning
@@ -53,10 +54,10 @@ def test_device_cuda_fails_with_the_reason(no_cuda, monkeypatch, tmp_path):
 @pytest.mark.parametrize("output,code", [(None, 0), (DRIVER_DOWN, 9)], ids=["no-nvidia-smi", "driver-down"])
 def test_no_gpu_listed_means_a_quiet_cpu_run(no_cuda, monkeypatch, tmp_path, caplog, output, code):
     if output is None:
-        monkeypatch.setattr(distributed.shutil, "which", lambda name: None)
+        monkeypatch.setattr(device.shutil, "which", lambda name: None)
     else:
         monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", output, code))
-    with caplog.at_level(logging.WARNING, logger="kiclip.train"):
+    with caplog.at_level(logging.WARNING, logger="kiclip.device"):
         assert choose_device_type("auto") == "cpu"
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     with pytest.raises(DeviceError, match="no CUDA device"):

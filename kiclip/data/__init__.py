@@ -12,6 +12,7 @@ import torch
 
 from kiclip.data.codecs import (
     BackendChoice,
+    DaliNotInstalledError,
     UnsupportedCodecError,
     choose_backend,
     codec_samples,
@@ -22,6 +23,7 @@ from kiclip.data.shards import ShardSet, open_shards
 
 __all__ = [
     "ClipSpec",
+    "DaliNotInstalledError",
     "LoaderSpec",
     "ShardSet",
     "UnsupportedCodecError",
@@ -109,7 +111,8 @@ def build_loader(shard_set: ShardSet, spec: LoaderSpec, *, seed: int = 0, rank: 
     ``spec.backend``: "dali", "torch", or "auto" (DALI if importable and able to decode the
     codecs, see :func:`kiclip.data.codecs.choose_backend`; DALI decodes on the CPU when NVDEC
     cannot read a codec that DALI's CPU decoder can). Raises UnsupportedCodecError, naming the
-    codec and the fix, when the backend cannot read the shards. ``device`` (where batches are
+    codec and the fix, when the backend cannot read the shards, and DaliNotInstalledError for
+    "dali" without DALI. ``device`` (where batches are
     delivered) defaults to "cuda" when available. ``spec.shuffle=False`` keeps the stored
     sample order in train mode (clips are still randomly windowed, cropped and flipped).
     ``spec.clip.flip=False`` turns off the train-time horizontal flip (for labels that name a

@@ -28,8 +28,21 @@ TRANSCODE_FIX = ("rebuild the shards with make_shards.py --transcode vp9 (or mjp
                  "DALI's CPU decoder and the fallback both read")
 
 
+DALI_INSTALL_FIX = ("install it with pip install -e '.[dali]' (or bash launch/setup_env.sh), or "
+                    "use --loader torch, the webdataset + PyAV fallback (train.py and evaluate.py "
+                    "also take --loader auto: DALI when installed, else the fallback)")
+
+
 class UnsupportedCodecError(ValueError):
     """No decoder the requested backend allows reads a codec of the shards (CLIs exit 2)."""
+
+
+class DaliNotInstalledError(ImportError):
+    """The DALI backend was asked for in an environment without NVIDIA DALI (CLIs exit 2)."""
+
+    def __init__(self) -> None:
+        super().__init__("--loader dali (data.backend='dali') needs NVIDIA DALI, which this "
+                         f"Python environment does not have: {DALI_INSTALL_FIX}")
 
 
 @dataclass(frozen=True)
@@ -147,11 +160,12 @@ def choose_backend(requested: str, codecs: list[str], device: str, *, dali_insta
     is "cuda"), the fallback, that reads every codec; "dali" the first DALI option;
     "torch" the fallback. ``dali_reads(codec, device)`` and ``pyav_reads(codec)`` answer for
     one codec. Raises UnsupportedCodecError (naming ``where``, the codecs and the fix) when the
-    requested backend reads none of the options, and ImportError for "dali" without DALI.
+    requested backend reads none of the options, and DaliNotInstalledError for "dali" without
+    DALI ("auto" then falls back, saying so in the choice's reason).
     """
     codecs = sorted(codecs)
     if requested == "dali" and not dali_installed:
-        raise ImportError("backend='dali' needs NVIDIA DALI: pip install -e '.[dali]'")
+        raise DaliNotInstalledError
     answers: list[str] = []
     if requested in ("auto", "dali") and dali_installed:
         for dali_device in dict.fromkeys([device, "cpu"]):

@@ -21,7 +21,8 @@ def prepare_run(args: argparse.Namespace) -> tuple[TrainConfig, ProtocolData, st
     """(config, validated protocol, device type "cpu" or "cuda") from train.py's parsed
     arguments, with DeepSpeed told which accelerator to use. Raises ConfigError or
     DeviceError; nothing is written anywhere."""
-    from kiclip.train.distributed import choose_device_type, select_deepspeed_accelerator
+    from kiclip.device import choose_device_type
+    from kiclip.train.distributed import select_deepspeed_accelerator
 
     cfg = config_from_args(args)
     if args.deepspeed_config:
