@@ -86,3 +86,16 @@ def test_an_unknown_device_is_refused_by_argparse(capsys):
     assert exit_info.value.code == 2
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
 
+
+
+def test_evaluate_runs_with_device_cpu(b2n_shards, gpu_less_host, tmp_path, capsys):
+    import json
+
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    code = launch_script("evaluate").main([
+        "--b2n", "synthetic", "--data", str(b2n_shards), "--checkpoint", str(checkpoint),
+        "--views", "1", "--loader", "torch", "--device", "cpu", "--output", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["runs"][0]["base_detail"]["videos"] == 24
+    assert 0.0 <= results["hm"] <= 100.0
