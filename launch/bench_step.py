@@ -34,7 +34,7 @@ import time
 
 import torch
 
-from kiclip.config import DataConfig, LossConfig, ModelConfig, TrainConfig
+from kiclip.config import DEFAULT_MODEL, DataConfig, LossConfig, ModelConfig, TrainConfig
 
 # Dense (no sparsity) bf16 tensor-core peak, TFLOP/s, from the datasheets; more specific names
 # first. Unknown cards report no MFU.
@@ -74,7 +74,7 @@ def parse_variants(text: str) -> list[Variant]:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="ViT-B-16-quickgelu", help="open_clip model (random weights)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="open_clip model (random weights)")
     p.add_argument("--batch", type=int, default=8, help="clips per step (B)")
     p.add_argument("--frames", type=int, default=8, help="frames per clip (T)")
     p.add_argument("--image-size", type=int, default=224)

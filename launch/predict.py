@@ -38,6 +38,7 @@ import logging
 import sys
 from pathlib import Path
 
+from kiclip.config import DEFAULT_MODEL
 from kiclip.device import DeviceError, add_device_argument, choose_device_type
 
 log = logging.getLogger("kiclip.predict")
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--frozen-clip", action="store_true",
                         help="baseline: the original CLIP zero-shot (8 frames at stride 16, 224 px)")
     parser.add_argument("--pretrained", help="CLIP weights for --frozen-clip (local file or open_clip tag)")
-    parser.add_argument("--model", help="open_clip model for --frozen-clip (default ViT-B-16-quickgelu)")
+    parser.add_argument("--model", help=f"open_clip model for --frozen-clip (default {DEFAULT_MODEL})")
     parser.add_argument("--video", required=True, help="the video file to classify")
     parser.add_argument("--classes", help='comma-separated class names, e.g. "juggling,surfing"')
     parser.add_argument("--classes-file", help="class names from a .json list/mapping or a .txt file")
