@@ -70,7 +70,7 @@ def test_counters_are_exact_on_a_known_gop(gop_shards, backend):
     assert loader.clips == len(clips) == SAMPLES
     expected = sum(frames_through_key_runs(frames, GOP) for frames, _ in clips.values())
     assert loader.decoded_frames == expected
-    # Both read each sample's members once (one fallback worker streams the one tar once).
+    # Both read each sample's members once.
     assert loader.bytes_read == SAMPLES * member_bytes(shards)
     _, again = run_epoch(shards, backend)
     assert loader.clips == SAMPLES  # counters belong to the loader, not to a run of it
@@ -95,8 +95,9 @@ def test_fallback_workers_send_their_counts_to_the_main_process(gop_shards):
     loader, clips = run_epoch(shards, "torch", workers=2)
     assert loader.clips == SAMPLES
     assert loader.decoded_frames == sum(frames_through_key_runs(f, GOP) for f, _ in clips.values())
-    # Every worker streams the whole tar; what a worker reads after its last clip is not counted.
-    assert SAMPLES * member_bytes(shards) <= loader.bytes_read <= 2 * SAMPLES * member_bytes(shards)
+    # Each worker reads only its own samples' members: the shard set's member bytes, once.
+    assert loader.bytes_read == SAMPLES * member_bytes(shards)
+    assert loader.bytes_read == sum(s.video[1] + s.meta[1] for s in open_shards(shards).samples)
 
 
 def bench_data_list(shards: Path, folder: Path) -> tuple[Path, Path, bytes]:

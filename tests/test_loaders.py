@@ -1,6 +1,7 @@
 """The fallback loader (webdataset + PyAV) and build_loader's contract, on tiny shards."""
 import json
 import logging
+import re
 import shutil
 import tarfile
 from collections import Counter
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from kiclip.data import ClipSpec, LoaderSpec, build_loader, open_shards
+from kiclip.data.torch_loader import TorchClipLoader
 
 CLIP = {"num_frames": 4, "stride": 3, "image_size": 32, "num_views": 2}
 
@@ -223,3 +225,66 @@ def test_fallback_ranks_see_every_part_of_a_class_sorted_set(class_sorted_shards
     for epoch in (0, 1):
         keys = [k for r in (0, 1) for k, _ in shares[r, epoch]]
         assert len(keys) == len(set(keys)) == 48
+
+
+def worker_items(shard_set, mode: str, rank: int, worker: int, *, indexed: bool,
+                 monkeypatch) -> list[dict]:
+    """The items ClipStream yields to ``worker`` of 2 on ``rank`` of 2 in epoch 1: read by the
+    sample table (``indexed``) or streamed front to back through webdataset."""
+    from types import SimpleNamespace
+
+    from kiclip.data import torch_loader
+
+    monkeypatch.setattr(torch_loader, "get_worker_info",
+                        lambda: SimpleNamespace(id=worker, num_workers=2))
+    stream = torch_loader.ClipStream(
+        shard_set.tars, mode=mode, spec=ClipSpec(**CLIP), seed=5, epoch=1, rank=rank,
+        world_size=2, shuffle_buffer=4, shuffle=mode == "train",
+        samples=shard_set.samples if indexed else None)
+    return list(stream)
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+def test_seeking_workers_yield_what_the_tar_stream_yields(tiny_shards, mode, monkeypatch):
+    shard_set, keys = open_shards(tiny_shards), []
+    for rank in range(2):
+        for worker in range(2):
+            read = worker_items(shard_set, mode, rank, worker, indexed=True,
+                                monkeypatch=monkeypatch)
+            streamed = worker_items(shard_set, mode, rank, worker, indexed=False,
+                                    monkeypatch=monkeypatch)
+            assert [it["key"] for it in read] == [it["key"] for it in streamed]
+            for a, b in zip(read, streamed):
+                assert a["label"] == b["label"] and a["error"] is b["error"] is None
+                assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["video"], b["video"])
+                assert a["decoded_frames"] == b["decoded_frames"]
+            assert sum(it["bytes_read"] for it in read) == sum(
+                s.video[1] + s.meta[1] for s in shard_set.samples if s.key in
+                {it["key"] for it in read})
+            keys += [it["key"] for it in read]
+    assert sorted(keys) == sorted(s.key for s in shard_set.samples)  # each sample once
+
+
+def test_tar_changed_after_indexing_gives_counted_skips_naming_it(tiny_shards, tmp_path, caplog):
+    folder = tmp_path / "changed"
+    shutil.copytree(tiny_shards, folder)
+    shard_set = open_shards(folder)  # indexed before the tars change
+    cut_tar, garbled_tar = sorted(folder.glob("*.tar"))[-1], sorted(folder.glob("*.tar"))[0]
+    cut = cut_tar.stat().st_size // 2
+    cut_tar.write_bytes(cut_tar.read_bytes()[:cut])
+    garbled = next(s for s in shard_set.samples if s.tar == str(garbled_tar))
+    with open(garbled_tar, "r+b") as f:  # its json member no longer holds json
+        f.seek(garbled.meta[0])
+        f.write(b"\xff" * garbled.meta[1])
+    lost = {s.key for s in shard_set.samples
+            if s.tar == str(cut_tar) and max(sum(s.video), sum(s.meta)) > cut} | {garbled.key}
+    # Built directly: build_loader's codec probe reads the jsons and would stop at the garbled one.
+    loader = TorchClipLoader(shard_set, mode="test", spec=ClipSpec(**CLIP), batch_size=8, seed=0,
+                             rank=0, world_size=1, num_workers=0)
+    with caplog.at_level(logging.WARNING):
+        rows = epoch_rows(loader)
+    assert len(lost) > 1 and loader.skipped == len(lost)
+    assert {k for k, _, ok, _ in rows if ok} == {s.key for s in shard_set.samples} - lost
+    for key in lost:
+        tar = cut_tar if key != garbled.key else garbled_tar
+        assert re.search(f"skipped {key} .*{tar}: sample '{key}' unreadable", caplog.text)

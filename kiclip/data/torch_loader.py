@@ -3,11 +3,13 @@
 Each worker runs, in the order data flows (open_clip's WebDataset loader shape)::
 
     tar list (order shuffled per epoch in train mode, the same on every rank)
-      → tarfile_samples (webdataset; a tar that breaks mid-way is logged by name; a URL's
-                         tars are streamed and sha256-checked instead, see _streamed_samples)
-      → split by rank   (the i-th sample of the stream goes to rank i mod world_size)
+      → the samples of those tars in tar order (local tars: the ShardSet's sample table;
+                         a URL's tars: streamed front to back and sha256-checked, see
+                         _streamed_samples)
+      → split by rank   (the i-th sample of that sequence goes to rank i mod world_size)
       → split by worker (the j-th sample of this rank goes to worker j mod num_workers)
       → shuffle buffer  (train mode; seeded by seed, epoch, rank, worker)
+      → read the sample (local tars: seek + read of its members, _TarReader)
       → plan (kiclip.data.sampling) → PyAV decode → turn upright (the json's rotation)
       → torch transforms → one item per video
 
@@ -17,14 +19,22 @@ fails to decode becomes such a padding row too, and is counted in ``loader.skipp
 
 PyAV decodes, with the json's packet index (kiclip.packets), only the packets from each
 wanted frame's key frame on; without one, from the first frame up to the last wanted one.
+Local tars are read by sample: a worker seeks to its own samples' members only (the ShardSet's
+offsets from each tar's ``.idx``), so an epoch reads each sample's members once over all ranks
+and workers; the sequence, and so every item, is the same as a front-to-back stream's. A member
+that cannot be read as indexed (a tar cut short or rewritten since it was indexed) makes that
+sample a skipped row naming the tar. A URL's tars cannot be seeked: every worker of every rank
+streams every one of them, and the samples it passes on to other ranks and workers are read too.
 Each item carries the work done for it (frames decoded, and the bytes this worker read from the
-tars since its previous item: every worker reads every tar, so that includes the samples it
-passed on to other ranks and workers); the main process sums them into the loader's counters.
+tars since its previous item); the main process sums them into the loader's counters.
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
+from collections import OrderedDict
+from typing import BinaryIO
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -33,7 +43,7 @@ from webdataset import tariterators
 from kiclip.data.decode import DecodeError, decode_clip
 from kiclip.data.loader_base import ClipLoaderBase
 from kiclip.data.sampling import ClipSpec, clip_rng, plan_clip
-from kiclip.data.shards import VIDEO_EXTS, ShardSet, load_meta
+from kiclip.data.shards import VIDEO_EXTS, SampleRef, ShardSet, load_meta
 from kiclip.data.transforms import apply_plan
 from kiclip.packets import key_frame_indices, sample_packet_index
 
@@ -62,6 +72,9 @@ def _buffer_shuffle(items, bufsize: int, rng: random.Random):
 class ClipStream(IterableDataset):
     """One epoch of this rank's clips, split across DataLoader workers; see the module doc.
 
+    ``samples`` (the ShardSet's table of local ``tars``) makes each worker read only its own
+    samples; None streams every tar front to back (URL tars, those with ``checksums``).
+
     Yields dicts: ``video`` float (V, 3, T, S, S) (None when decoding failed), ``label`` int,
     ``key`` str, ``frames`` long (V, T), ``error`` str or None, ``decoded_frames`` int,
     ``bytes_read`` int (see the module doc).
@@ -69,9 +82,11 @@ class ClipStream(IterableDataset):
 
     def __init__(self, tars: list[str], *, mode: str, spec: ClipSpec, seed: int, epoch: int,
                  rank: int, world_size: int, shuffle_buffer: int, shuffle: bool,
-                 checksums: dict[str, tuple[str, int]] | None = None):
+                 checksums: dict[str, tuple[str, int]] | None = None,
+                 samples: list[SampleRef] | None = None):
         self.tars, self.mode, self.spec = tars, mode, spec
         self.checksums = checksums or {}
+        self.samples = samples
         self.shuffle = shuffle
         self.seed, self.epoch = seed, epoch
         self.rank, self.world_size = rank, world_size
@@ -83,26 +98,60 @@ class ClipStream(IterableDataset):
         tars = list(self.tars)
         if self.shuffle:
             random.Random(self._seed("tars")).shuffle(tars)
-        samples = _tar_samples(tars, self.checksums)
+        if self.samples is None:
+            yield from self._streamed_items(tars, worker, workers)
+        else:
+            yield from self._indexed_items(tars, worker, workers)
+
+    def _streamed_items(self, tars: list[str], worker: int, workers: int):
+        """Items of this worker's samples, every tar read front to back."""
         streamed = [0]  # bytes read since the last item went out
-        samples = _counting_bytes(samples, streamed)
+        samples = _counting_bytes(_tar_samples(tars, self.checksums), streamed)
+        for sample in self._mine(samples, worker, workers):
+            item = self._clip(*_stream_sample_parts(sample))
+            item["bytes_read"], streamed[0] = streamed[0], 0
+            yield item
+
+    def _indexed_items(self, tars: list[str], worker: int, workers: int):
+        """Items of this worker's samples, each read from its tar by the sample table."""
+        by_tar: dict[str, list[SampleRef]] = {}
+        for ref in self.samples:
+            by_tar.setdefault(ref.tar, []).append(ref)
+        in_order = (ref for tar in tars
+                    for ref in sorted(by_tar.get(tar, ()), key=_first_offset))
+        with _TarReader() as reader:
+            for ref in self._mine(in_order, worker, workers):
+                try:
+                    item = self._clip(ref.key, ref.tar, *reader.members(ref))
+                except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exn:
+                    # a short read or a json member that is not json: the tar has changed
+                    item = self._unreadable(ref, exn)
+                item["bytes_read"], reader.bytes_read = reader.bytes_read, 0
+                yield item
+
+    def _mine(self, samples, worker: int, workers: int):
+        """This rank's and worker's share of ``samples``, through the shuffle buffer in train."""
         mine = (s for i, s in enumerate(samples) if i % self.world_size == self.rank)
         mine = (s for j, s in enumerate(mine) if j % workers == worker)
         if self.shuffle:
             mine = _buffer_shuffle(mine, self.shuffle_buffer,
                                    random.Random(self._seed(f"shuffle/{self.rank}/{worker}")))
-        for sample in mine:
-            item = self._clip(sample)
-            item["bytes_read"], streamed[0] = streamed[0], 0
-            yield item
+        return mine
+
+    def _unreadable(self, ref: SampleRef, exn: Exception) -> dict:
+        """The skipped item of a sample whose members could not be read as indexed."""
+        views = self.spec.views(self.mode)
+        return {"key": ref.key, "label": -1, "video": None, "decoded_frames": 0,
+                "frames": torch.zeros(views, self.spec.num_frames, dtype=torch.long),
+                "error": f"{ref.tar}: sample {ref.key!r} unreadable, the tar is not as when it "
+                         f"was indexed (rebuild its .idx or the shard): {exn}"}
 
     def _seed(self, what: str) -> int:
         return int(clip_rng(self.seed, self.epoch, what).integers(0, 2**63 - 1))
 
-    def _clip(self, sample: dict) -> dict:
-        key = sample["__key__"]
-        meta = load_meta(sample["json"])
-        data = next((sample[e] for e in VIDEO_EXTS if e in sample), None)
+    def _clip(self, key: str, where: str, raw_meta: bytes, data: bytes | None) -> dict:
+        """The item of sample ``key`` (from tar ``where``): its json member and video bytes."""
+        meta = load_meta(raw_meta)
         index = sample_packet_index(meta, len(data)) if data is not None else None
         plan = plan_clip(int(meta["frames"]), int(meta["height"]), int(meta["width"]), self.spec,
                          mode=self.mode, seed=self.seed, epoch=self.epoch, key=key,
@@ -117,7 +166,7 @@ class ClipStream(IterableDataset):
                 packets=index, codec=meta.get("codec"))
             item["video"] = apply_plan(frames, plan, self.spec.image_size)
         except DecodeError as exn:
-            item["error"] = f"{sample.get('__url__', '?')}: {exn}"
+            item["error"] = f"{where}: {exn}"
         return item
 
 
@@ -149,6 +198,57 @@ def _streamed_samples(tars: list[str], checksums: dict[str, tuple[str, int]]):
             stream.verify()
 
 
+def _stream_sample_parts(sample: dict) -> tuple[str, str, bytes, bytes | None]:
+    """(key, tar, json, video or None) of a sample from the tar stream."""
+    video = next((sample[e] for e in VIDEO_EXTS if e in sample), None)
+    return sample["__key__"], sample.get("__url__", "?"), sample["json"], video
+
+
+def _first_offset(ref: SampleRef) -> int:
+    return min(ref.video[0], ref.meta[0])
+
+
+class _TarReader:
+    """Reads samples' members from local tars by offset, one open file per tar (at most
+    ``MAX_OPEN`` at once, least recently used closed first); ``bytes_read`` adds up what it
+    read. Use as a context manager, which closes the files."""
+
+    MAX_OPEN = 64
+
+    def __init__(self):
+        self.files: OrderedDict[str, BinaryIO] = OrderedDict()
+        self.bytes_read = 0
+
+    def __enter__(self) -> _TarReader:
+        return self
+
+    def __exit__(self, *_) -> None:
+        while self.files:
+            self.files.popitem()[1].close()
+
+    def members(self, ref: SampleRef) -> tuple[bytes, bytes]:
+        """(json, video) bytes of the sample; OSError on a short read."""
+        return self._member(ref.tar, *ref.meta), self._member(ref.tar, *ref.video)
+
+    def _member(self, tar: str, offset: int, size: int) -> bytes:
+        f = self._file(tar)
+        f.seek(offset)
+        data = f.read(size)
+        self.bytes_read += len(data)
+        if len(data) != size:
+            raise OSError(f"read {len(data)} of the {size} bytes at offset {offset}")
+        return data
+
+    def _file(self, tar: str) -> BinaryIO:
+        if tar in self.files:
+            self.files.move_to_end(tar)
+        else:
+            if len(self.files) >= self.MAX_OPEN:
+                self.files.popitem(last=False)[1].close()
+            self.files[tar] = open(tar, "rb")
+        return self.files[tar]
+
+
 def _counting_bytes(samples, streamed: list[int]):
     """Pass ``samples`` through, adding each one's member bytes to ``streamed[0]``."""
     for sample in samples:
@@ -176,7 +276,8 @@ class TorchClipLoader(ClipLoaderBase):
         stream = ClipStream(self.shards.tars, mode=self.mode, spec=self.spec, seed=self.seed,
                             epoch=self.epoch, rank=self.rank, world_size=self.world_size,
                             shuffle_buffer=self.shuffle_buffer, shuffle=self.shuffle,
-                            checksums=self.shards.checksums)
+                            checksums=self.shards.checksums,
+                            samples=None if self.shards.streamed else self.shards.samples)
         items = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
                            worker_init_fn=_worker_init if self.num_workers else None,
                            prefetch_factor=4 if self.num_workers else None)
