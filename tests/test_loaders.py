@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from kiclip.data import ClipSpec, LoaderSpec, build_loader, open_shards
-from kiclip.data.torch_loader import TorchClipLoader
 
 CLIP = {"num_frames": 4, "stride": 3, "image_size": 32, "num_views": 2}
 
@@ -278,10 +277,12 @@ def test_tar_changed_after_indexing_gives_counted_skips_naming_it(tiny_shards, t
         f.write(b"\xff" * garbled.meta[1])
     lost = {s.key for s in shard_set.samples
             if s.tar == str(cut_tar) and max(sum(s.video), sum(s.meta)) > cut} | {garbled.key}
-    # Built directly: build_loader's codec probe reads the jsons and would stop at the garbled one.
-    loader = TorchClipLoader(shard_set, mode="test", spec=ClipSpec(**CLIP), batch_size=8, seed=0,
-                             rank=0, world_size=1, num_workers=0)
+    spec = LoaderSpec(mode="test", clip=ClipSpec(**CLIP), batch_size=8, backend="torch",
+                      num_workers=0)
     with caplog.at_level(logging.WARNING):
+        # The codec scan reads jsons too: the garbled one is named there and left to the loader.
+        loader = build_loader(shard_set, spec, seed=0, device="cpu")
+        assert f"{garbled_tar}: sample '{garbled.key}' has an unreadable json member" in caplog.text
         rows = epoch_rows(loader)
     assert len(lost) > 1 and loader.skipped == len(lost)
     assert {k for k, _, ok, _ in rows if ok} == {s.key for s in shard_set.samples} - lost

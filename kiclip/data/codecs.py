@@ -70,7 +70,13 @@ def codec_samples(shards: ShardSet, limit: int = CODEC_SCAN_SAMPLES) -> dict[str
             ref = shards.samples[i]
             f = handles.get(ref.tar) or handles.setdefault(ref.tar, open(ref.tar, "rb"))
             f.seek(ref.meta[0])
-            codec = str(json.loads(f.read(ref.meta[1])).get("codec", "unknown")).lower()
+            try:
+                codec = str(json.loads(f.read(ref.meta[1])).get("codec", "unknown")).lower()
+            except (ValueError, AttributeError) as err:  # not JSON / not UTF-8 / not an object
+                # The loaders skip and count this sample; the scan only asks which codecs exist.
+                log.warning("%s: sample %r has an unreadable json member (%s); the loader will "
+                            "skip it", ref.tar, ref.key, err)
+                continue
             if codec not in found or ref.video[1] < found[codec].video[1]:
                 found[codec] = ref
     finally:
