@@ -16,6 +16,8 @@ out="${1:-runs/keyframe_windows}"
 mkdir -p "$out/logs"
 out="$(cd "$out" && pwd)"
 cd "$root"
+# The checkout's own environment (created when missing, as demo.sh does) unless PYTHON names one.
+if [ -z "${PYTHON:-}" ]; then bash "$root/launch/setup_env.sh"; fi
 py="${PYTHON:-$root/.venv/bin/python}"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
 teacher="$root/cache/teacher/kiclip-tiny.pt"
