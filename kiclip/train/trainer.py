@@ -55,7 +55,9 @@ class Trainer:
         self.progress = ckpt.TrainProgress()
         self.stateful: dict[str, ckpt.Stateful] = {
             "rng": ckpt.RngState(), "templates": self.templates, "progress": self.progress}
-        self.losses_seen: list[float] = []
+        # The total loss of this process's first and latest step (None before any step).
+        self.first_loss: float | None = None
+        self.last_loss: float | None = None
         self.metrics: RunMetrics | None = None
 
     def _check_decoders(self) -> None:
@@ -171,7 +173,7 @@ class Trainer:
                 break
             self.save_epoch(epoch)
             log.info("epoch %d done: step %d, loss %.4f, %d samples skipped so far",
-                     epoch, self.progress.step, self.losses_seen[-1], self.loader.skipped)
+                     epoch, self.progress.step, self.last_loss, self.loader.skipped)
         summary = self.summary(wall_s=time.perf_counter() - started)
         if self.cfg.run.eval_at_end and self.rank == 0 and not stopped:
             summary.update(self.evaluate_at_end())
@@ -217,7 +219,9 @@ class Trainer:
         self.engine.backward(terms.total * weight)
         self.engine.step()
         self.progress.step += 1
-        self.losses_seen.append(values["total"])
+        self.last_loss = values["total"]
+        if self.first_loss is None:
+            self.first_loss = self.last_loss
         if self.metrics is not None:
             self._record_step(values, int(valid.sum()), drawn[0])
         return values
@@ -244,10 +248,8 @@ class Trainer:
 
     def summary(self, *, wall_s: float) -> dict:
         """The run's figures for summary.json, without the evaluation's."""
-        losses = self.losses_seen
         return {"steps": self.progress.step, "epochs": self.cfg.optim.epochs, "world_size": self.world,
-                "final_loss": losses[-1] if losses else None,
-                "first_loss": losses[0] if losses else None,
+                "final_loss": self.last_loss, "first_loss": self.first_loss,
                 "skipped_samples": int(self.loader.skipped), "clips_per_s": self.metrics.clips_per_s,
                 "wall_s": wall_s, "device": str(self.device),
                 "precision": "bf16" if self.bf16 else "fp32"}
