@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,9 +52,8 @@ class InferenceModel:
     source: str
 
     def clip_spec(self, views: int) -> ClipSpec:
-        d = self.cfg.data
-        return ClipSpec(num_frames=d.num_frames, stride=d.stride, image_size=d.image_size,
-                        num_views=views)
+        """The run's clip geometry (``cfg.data``) with ``views`` test views."""
+        return replace(self.cfg.data.clip_spec(), num_views=views)
 
 
 def load_checkpoint_model(path: str | os.PathLike) -> InferenceModel:
