@@ -234,8 +234,11 @@ def _decode_all(build_loader, shards: Path, device: str, backend: str) -> dict:
     (key, view), as CPU tensors."""
     from kiclip.data import ClipSpec, LoaderSpec, open_shards
 
-    spec = LoaderSpec(mode="test", clip=ClipSpec(num_frames=8, stride=2, image_size=64, num_views=1),
-                      batch_size=4, backend=backend, num_workers=2, shuffle=False)
+    # Key-frame windows on, as training's default (data.keyframe_windows): the GPU decodes the
+    # re-packed streams of the windows the default plans.
+    clip = ClipSpec(num_frames=8, stride=2, image_size=64, num_views=1, keyframe_windows=True)
+    spec = LoaderSpec(mode="test", clip=clip, batch_size=4, backend=backend, num_workers=2,
+                      shuffle=False)
     loader = build_loader(open_shards(shards), spec, device=device)
     clips = {}
     for batch in loader:
