@@ -239,7 +239,7 @@ def worker_items(shard_set, mode: str, rank: int, worker: int, *, indexed: bool,
     stream = torch_loader.ClipStream(
         shard_set.tars, mode=mode, spec=ClipSpec(**CLIP), seed=5, epoch=1, rank=rank,
         world_size=2, shuffle_buffer=4, shuffle=mode == "train",
-        samples=shard_set.samples if indexed else None)
+        samples_by_tar=torch_loader.samples_by_tar(shard_set.samples) if indexed else None)
     return list(stream)
 
 

@@ -72,8 +72,9 @@ def _buffer_shuffle(items, bufsize: int, rng: random.Random):
 class ClipStream(IterableDataset):
     """One epoch of this rank's clips, split across DataLoader workers; see the module doc.
 
-    ``samples`` (the ShardSet's table of local ``tars``) makes each worker read only its own
-    samples; None streams every tar front to back (URL tars, those with ``checksums``).
+    ``samples_by_tar`` (the ShardSet's table of local ``tars``, see :func:`samples_by_tar`) makes
+    each worker read only its own samples; None streams every tar front to back (URL tars, those
+    with ``checksums``).
 
     Yields dicts: ``video`` float (V, 3, T, S, S) (None when decoding failed), ``label`` int,
     ``key`` str, ``frames`` long (V, T), ``error`` str or None, ``decoded_frames`` int,
@@ -83,10 +84,10 @@ class ClipStream(IterableDataset):
     def __init__(self, tars: list[str], *, mode: str, spec: ClipSpec, seed: int, epoch: int,
                  rank: int, world_size: int, shuffle_buffer: int, shuffle: bool,
                  checksums: dict[str, tuple[str, int]] | None = None,
-                 samples: list[SampleRef] | None = None):
+                 samples_by_tar: dict[str, list[SampleRef]] | None = None):
         self.tars, self.mode, self.spec = tars, mode, spec
         self.checksums = checksums or {}
-        self.samples = samples
+        self.samples_by_tar = samples_by_tar
         self.shuffle = shuffle
         self.seed, self.epoch = seed, epoch
         self.rank, self.world_size = rank, world_size
@@ -98,7 +99,7 @@ class ClipStream(IterableDataset):
         tars = list(self.tars)
         if self.shuffle:
             random.Random(self._seed("tars")).shuffle(tars)
-        if self.samples is None:
+        if self.samples_by_tar is None:
             yield from self._streamed_items(tars, worker, workers)
         else:
             yield from self._indexed_items(tars, worker, workers)
@@ -114,11 +115,7 @@ class ClipStream(IterableDataset):
 
     def _indexed_items(self, tars: list[str], worker: int, workers: int):
         """Items of this worker's samples, each read from its tar by the sample table."""
-        by_tar: dict[str, list[SampleRef]] = {}
-        for ref in self.samples:
-            by_tar.setdefault(ref.tar, []).append(ref)
-        in_order = (ref for tar in tars
-                    for ref in sorted(by_tar.get(tar, ()), key=_first_offset))
+        in_order = (ref for tar in tars for ref in self.samples_by_tar.get(tar, ()))
         with _TarReader() as reader:
             for ref in self._mine(in_order, worker, workers):
                 try:
@@ -204,8 +201,14 @@ def _stream_sample_parts(sample: dict) -> tuple[str, str, bytes, bytes | None]:
     return sample["__key__"], sample.get("__url__", "?"), sample["json"], video
 
 
-def _first_offset(ref: SampleRef) -> int:
-    return min(ref.video[0], ref.meta[0])
+def samples_by_tar(samples: list[SampleRef]) -> dict[str, list[SampleRef]]:
+    """Tar → its samples in the order the tar stores them (as streaming it yields them)."""
+    by_tar: dict[str, list[SampleRef]] = {}
+    for ref in samples:
+        by_tar.setdefault(ref.tar, []).append(ref)
+    for refs in by_tar.values():
+        refs.sort(key=lambda ref: min(ref.video[0], ref.meta[0]))
+    return by_tar
 
 
 class _TarReader:
@@ -271,13 +274,15 @@ class TorchClipLoader(ClipLoaderBase):
                          world_size=world_size, device=device, dtype=dtype, shuffle=shuffle,
                          shuffle_buffer=shuffle_buffer)
         self.num_workers = num_workers
+        # Local tars are read by the sample table, grouped once here rather than every epoch.
+        self.samples_by_tar = None if shards.streamed else samples_by_tar(shards.samples)
 
     def __iter__(self):
         stream = ClipStream(self.shards.tars, mode=self.mode, spec=self.spec, seed=self.seed,
                             epoch=self.epoch, rank=self.rank, world_size=self.world_size,
                             shuffle_buffer=self.shuffle_buffer, shuffle=self.shuffle,
                             checksums=self.shards.checksums,
-                            samples=None if self.shards.streamed else self.shards.samples)
+                            samples_by_tar=self.samples_by_tar)
         items = DataLoader(stream, batch_size=None, num_workers=self.num_workers,
                            worker_init_fn=_worker_init if self.num_workers else None,
                            prefetch_factor=4 if self.num_workers else None)
