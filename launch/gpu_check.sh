@@ -12,7 +12,7 @@
 #   bench_kernels  launch/bench_kernels.py
 #   bench_step     launch/bench_step.py, ours vs the reference recipe
 #   dali_decode    DALI GPU vs CPU decode of the same shards, PSNR per codec
-#   train_eval     one-epoch synthetic training, then evaluation, DALI on the GPU
+#   train_eval     one-epoch synthetic training, then evaluation, DALI on the GPU; predict.py --device cuda
 # OUT/summary.json lists PASS / FAIL / SKIPPED per part with the reason. A part whose dependency
 # is missing, that does not fit in the time left, or that times out is SKIPPED, never PASS.
 # Exit status: 0 when no part failed, 1 otherwise, 2 for a usage error.
@@ -49,7 +49,7 @@ declare -A WHAT=(
   [bench_kernels]="launch/bench_kernels.py → bench_kernels.json"
   [bench_step]="launch/bench_step.py --variants ours,reference → bench_step.json"
   [dali_decode]="synthetic clips → shards per codec (make_shards --transcode) → gpu_check_parts.py dali-decode → dali_decode.json"
-  [train_eval]="launch/train.py --b2n synthetic --epochs 1 --loader dali (evaluates base/novel at the end) → train_run/summary.json"
+  [train_eval]="launch/train.py --b2n synthetic --epochs 1 --loader dali (evaluates base/novel at the end) → train_run/summary.json; predict.py --device cuda on its weights → train_run/predict.json"
 )
 # Parts that mean nothing without a GPU (the environment part records its absence).
 declare -A NEEDS_GPU=([kernel_tests]=1 [kernel_parity]=1 [bench_kernels]=1 [bench_step]=1
@@ -158,6 +158,13 @@ missing = [k for k in ("base_top1", "novel_top1", "hm") if k not in summary]
 print(json.dumps(summary))
 sys.exit(f"evaluation results missing: {missing}" if missing else 0)
 EOF
+  # Inference on the GPU (predict.py; visualize.py and evaluate.py choose the device the same
+  # way): the run's weights on one synthetic video, --device cuda.
+  local video
+  video=$(find "$work/synthetic" -name '*.avi' | sort | head -n 1)
+  "$py" launch/predict.py --checkpoint "$out/train_run/weights/epoch_000.pt" --video "$video" \
+    --classes "red circle moving left,blue square moving right" --device cuda --json \
+    > "$out/train_run/predict.json" || return 1
 }
 export -f part_environment part_kernel_tests part_kernel_parity last_json_line part_bench_kernels \
   part_bench_step part_dali_decode part_train_eval
